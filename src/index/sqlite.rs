@@ -1,0 +1,1 @@
+//! SQLite index (placeholder; being written).

@@ -1,0 +1,1 @@
+//! Byte layout of a DICOM file (placeholder; being written).

@@ -1,0 +1,3 @@
+//! Ingest: the one path every instance takes in.
+
+pub mod layout;

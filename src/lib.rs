@@ -1,0 +1,20 @@
+//! Aina: a DICOM archive (PACS) with DICOMweb and a browser viewer.
+//!
+//! # Layout
+//! - [`config`]: settings from defaults, TOML, `AINA_*` variables and flags.
+//! - [`ingest`]: the one path every instance takes in: parse, validate, hash,
+//!   compress, write the object, then the index row.
+//! - [`store`]: object storage (object_store) and the frame-addressable zstd
+//!   instance container.
+//! - [`index`]: the SQL metadata index (SQLite; PostgreSQL later) and QIDO-RS.
+//! - [`http`]: axum routes for DICOMweb (STOW-RS, QIDO-RS, WADO-RS, WADO-URI).
+//! - [`app`]: the shared state handed to every entry point.
+//! - [`cli`]: `aina serve | import | verify | reindex`.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod index;
+pub mod ingest;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The frame-addressable zstd instance container (placeholder; being written).

@@ -1,0 +1,3 @@
+//! Object storage: the key layout over `object_store`, and the instance container.
+
+pub mod container;
