@@ -1,1 +1,135 @@
-//! app (being written)
+//! The shared state handed to every entry point, and the server's start-up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::index::Index;
+use crate::index::sqlite::SqliteIndex;
+use crate::ingest::Ingest;
+use crate::retrieve::Retrieve;
+use crate::store::Store;
+
+/// Everything a request handler (HTTP now, DIMSE later) needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The one ingest path (STOW-RS, C-STORE, import).
+    pub ingest: Ingest,
+    /// Reading instances, frames and metadata back.
+    pub retrieve: Retrieve,
+    /// The metadata index (QIDO-RS searches, readiness).
+    pub index: Arc<dyn Index>,
+    /// The object store (readiness).
+    pub store: Store,
+    /// The configuration the server was started with.
+    pub config: Arc<Config>,
+}
+
+/// Opens the index named by a database URL.
+pub async fn open_index(url: &str) -> anyhow::Result<Arc<dyn Index>> {
+    if url.starts_with("sqlite:") {
+        if let Some(path) = url.strip_prefix("sqlite://")
+            && let Some(parent) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let index = SqliteIndex::open(url)
+            .await
+            .with_context(|| format!("opening index {url}"))?;
+        return Ok(Arc::new(index));
+    }
+    anyhow::bail!("unsupported database URL {url:?} (expected sqlite://PATH)")
+}
+
+impl AppState {
+    /// Opens the index and the store the configuration names.
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data)
+            .with_context(|| format!("creating data directory {}", config.data.display()))?;
+        let index = open_index(&config.database).await?;
+        let store = Store::open(&config.storage)
+            .with_context(|| format!("opening storage {}", config.storage))?;
+        Ok(Self {
+            ingest: Ingest::new(
+                store.clone(),
+                index.clone(),
+                config.conflict_policy,
+                config.max_instance_bytes,
+            ),
+            retrieve: Retrieve::new(store.clone(), index.clone()),
+            index,
+            store,
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// A running server (for tests and embedding).
+pub struct Server {
+    /// The address the HTTP listener is bound to.
+    pub http_addr: SocketAddr,
+    /// The state the server runs on.
+    pub state: AppState,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds the listeners and starts serving in the background.
+    pub async fn start(state: AppState) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(state.config.http)
+            .await
+            .with_context(|| format!("binding HTTP to {}", state.config.http))?;
+        let http_addr = listener.local_addr()?;
+        let router = crate::http::router(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        });
+        tracing::info!(%http_addr, "HTTP listening; DICOMweb root /dicomweb");
+        Ok(Self {
+            http_addr,
+            state,
+            task,
+        })
+    }
+
+    /// Waits until the server stops (Ctrl-C or SIGTERM).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")??;
+        Ok(())
+    }
+
+    /// Stops serving at once.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,417 @@
-//! cli (being written)
+//! The command line: `aina serve | import | verify | reindex`.
+//!
+//! Every command takes the same settings as `serve` (flags, `AINA_*`, config
+//! file), so `import`, `verify` and `reindex` work on the archive the server uses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::app::{AppState, Server};
+use crate::config::Settings;
+use crate::index::{ConflictPolicy, InsertOutcome};
+use crate::ingest::{self, Disposition};
+use crate::store::Store;
+use crate::store::container::{self, ContainerIndex, ContainerOptions};
+
+/// Aina: a DICOM archive with DICOMweb and a browser viewer.
+#[derive(Debug, Parser)]
+#[command(name = "aina", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the archive: DICOMweb on --http (root /dicomweb).
+    Serve {
+        #[command(flatten)]
+        settings: Settings,
+        /// On an empty archive, first load generated sample studies (fluorography,
+        /// chest X-ray, 4-view mammography; Latin, Cyrillic and Kazakh names).
+        #[arg(long)]
+        demo: bool,
+        /// Size of the demo images, 1.0 = real size.
+        #[arg(long, default_value_t = 1.0, requires = "demo")]
+        demo_scale: f32,
+    },
+    /// Import DICOM files and folders (recursive) through the ingest path.
+    Import {
+        #[command(flatten)]
+        settings: Settings,
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Files ingested at once [default: number of CPUs].
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Check that every indexed object exists, decompresses and matches its SHA-256;
+    /// list objects no row points at.
+    Verify {
+        #[command(flatten)]
+        settings: Settings,
+        /// Remove rows whose object is missing and index orphan objects.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Rebuild the index from the objects alone (into the configured, e.g. new,
+    /// database).
+    Reindex {
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+/// Runs a command; the exit code is non-zero when anything failed.
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Serve {
+            settings,
+            demo,
+            demo_scale,
+        } => {
+            let state = open(settings).await?;
+            if demo {
+                load_demo(&state, demo_scale).await?;
+            }
+            let server = Server::start(state).await?;
+            server.wait().await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Import {
+            settings,
+            paths,
+            jobs,
+        } => import(open(settings).await?, paths, jobs).await,
+        Command::Verify { settings, repair } => verify(open(settings).await?, repair).await,
+        Command::Reindex { settings } => reindex(open(settings).await?).await,
+    }
+}
+
+async fn open(settings: Settings) -> anyhow::Result<AppState> {
+    let config = settings.merge_file()?.resolve()?;
+    AppState::open(config).await
+}
+
+/// Loads the generated demo set when the archive holds no study yet.
+async fn load_demo(state: &AppState, scale: f32) -> anyhow::Result<()> {
+    let any = aina_dicomweb::qido::parse_query(aina_dicomweb::qido::QueryLevel::Study, "limit=1", 1)?;
+    if !state
+        .index
+        .search(&any, &Default::default())
+        .await?
+        .rows
+        .is_empty()
+    {
+        tracing::info!("archive is not empty; demo data not loaded");
+        return Ok(());
+    }
+    let started = Instant::now();
+    let opts = aina_sample::Options { seed: 2026, scale };
+    let set = tokio::task::spawn_blocking(move || aina_sample::demo_set(&opts)).await?;
+    let count = set.len();
+    for g in set {
+        state
+            .ingest
+            .ingest(Bytes::from(g.bytes), None)
+            .await
+            .map_err(|r| anyhow::anyhow!("demo instance {}: {}", g.file_name, r.error))?;
+    }
+    tracing::info!(instances = count, elapsed_ms = started.elapsed().as_millis() as u64, "demo data loaded");
+    Ok(())
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {what} {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+async fn import(
+    state: AppState,
+    paths: Vec<PathBuf>,
+    jobs: Option<usize>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut files = Vec::new();
+    for p in &paths {
+        if p.is_dir() {
+            for entry in walkdir::WalkDir::new(p).follow_links(true) {
+                let entry = entry.with_context(|| format!("walking {}", p.display()))?;
+                if entry.file_type().is_file() {
+                    files.push(entry.into_path());
+                }
+            }
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            anyhow::bail!("{} is neither a file nor a folder", p.display());
+        }
+    }
+    files.sort();
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let bar = progress(files.len() as u64, "files");
+    let started = Instant::now();
+    let bytes_done = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut stored = 0u64;
+    let mut already = 0u64;
+    let mut errors = Vec::new();
+    let mut results = futures::stream::iter(files.into_iter().map(|path| {
+        let ingest = state.ingest.clone();
+        let bytes_done = bytes_done.clone();
+        async move {
+            let data = match tokio::fs::read(&path).await {
+                Ok(d) => d,
+                Err(e) => return (path, Err(format!("cannot read: {e}"))),
+            };
+            bytes_done.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let r = ingest
+                .ingest(Bytes::from(data), None)
+                .await
+                .map_err(|r| format!("{}", ErrorChain(&r.error)));
+            (path, r)
+        }
+    }))
+    .buffer_unordered(jobs);
+    while let Some((path, result)) = results.next().await {
+        match result {
+            Ok(a) if a.disposition == Disposition::AlreadyStored => already += 1,
+            Ok(_) => stored += 1,
+            Err(e) => {
+                failures.fetch_add(1, Ordering::Relaxed);
+                bar.suspend(|| eprintln!("failed: {}: {e}", path.display()));
+                errors.push(path);
+            }
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!(
+            "{:.1} MB/s, {} failed",
+            bytes_done.load(Ordering::Relaxed) as f64 / 1e6 / secs,
+            failures.load(Ordering::Relaxed)
+        ));
+        bar.inc(1);
+    }
+    bar.finish();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "imported {stored} new, {already} already stored, {} failed; {:.1} MB in {:.1} s ({:.1} MB/s)",
+        errors.len(),
+        bytes_done.load(Ordering::Relaxed) as f64 / 1e6,
+        secs,
+        bytes_done.load(Ordering::Relaxed) as f64 / 1e6 / secs.max(1e-3)
+    );
+    Ok(if errors.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+/// An error with its causes on one line.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut s = self.0.source();
+        while let Some(e) = s {
+            write!(f, ": {e}")?;
+            s = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// What `verify` found wrong with one indexed object.
+#[derive(Debug)]
+enum Problem {
+    Missing,
+    Damaged(String),
+}
+
+async fn check_object(store: &Store, key: &str, sha256: &str) -> Option<Problem> {
+    let object = match store.get(key).await {
+        Ok(o) => o,
+        Err(crate::store::StoreError::NotFound { .. }) => return Some(Problem::Missing),
+        Err(e) => return Some(Problem::Damaged(ErrorChain(&e).to_string())),
+    };
+    let sha256 = sha256.to_owned();
+    tokio::task::spawn_blocking(move || match container::decode_all(&object) {
+        Ok(original) => {
+            use sha2::Digest;
+            let actual = hex::encode(sha2::Sha256::digest(&original));
+            (actual != sha256).then(|| {
+                Problem::Damaged(format!("SHA-256 is {actual}, the index says {sha256}"))
+            })
+        }
+        Err(e) => Some(Problem::Damaged(ErrorChain(&e).to_string())),
+    })
+    .await
+    .unwrap_or_else(|e| Some(Problem::Damaged(e.to_string())))
+}
+
+async fn verify(state: AppState, repair: bool) -> anyhow::Result<std::process::ExitCode> {
+    let mut indexed = std::collections::HashSet::new();
+    let mut checked = 0u64;
+    let mut missing = Vec::new();
+    let mut damaged = Vec::new();
+    let mut after: Option<String> = None;
+    let bar = progress(0, "objects checked");
+    loop {
+        let page = state.index.objects(after.as_deref(), 500).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        bar.inc_length(page.len() as u64);
+        let problems: Vec<_> = futures::stream::iter(page.into_iter().map(|(key, sha)| {
+            let store = state.store.clone();
+            async move {
+                let p = check_object(&store, &key, &sha).await;
+                (key, p)
+            }
+        }))
+        .buffered(4)
+        .collect()
+        .await;
+        for (key, p) in problems {
+            checked += 1;
+            bar.inc(1);
+            match p {
+                None => {}
+                Some(Problem::Missing) => {
+                    bar.suspend(|| println!("missing object: {key}"));
+                    missing.push(key.clone());
+                }
+                Some(Problem::Damaged(why)) => {
+                    bar.suspend(|| println!("damaged object: {key}: {why}"));
+                    damaged.push(key.clone());
+                }
+            }
+            indexed.insert(key);
+        }
+    }
+    bar.finish_and_clear();
+    let orphans: Vec<_> = state
+        .store
+        .list_instances()
+        .await?
+        .into_iter()
+        .filter(|o| !indexed.contains(&o.key))
+        .collect();
+    // An orphan is the harmless leftover of an ingest interrupted between the
+    // object write and the index row (the sender got no acknowledgement); it is
+    // listed, and `--repair` indexes it, but it is not an inconsistency.
+    for o in &orphans {
+        println!("orphan object (no index row): {} ({} bytes)", o.key, o.size);
+    }
+    println!(
+        "verified {checked} indexed objects: {} missing, {} damaged; {} orphan objects",
+        missing.len(),
+        damaged.len(),
+        orphans.len()
+    );
+    if !repair {
+        let clean = missing.is_empty() && damaged.is_empty();
+        return Ok(if clean {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        });
+    }
+    for key in &missing {
+        state.index.remove_object(key).await?;
+        println!("repaired: removed the row of missing object {key}");
+    }
+    let mut failed = 0;
+    for o in &orphans {
+        match index_object(&state, &o.key).await {
+            Ok(outcome) => println!("repaired: indexed orphan {} ({outcome:?})", o.key),
+            Err(e) => {
+                failed += 1;
+                println!("cannot index orphan {}: {e:#}", o.key);
+            }
+        }
+    }
+    if !damaged.is_empty() {
+        println!(
+            "{} damaged objects cannot be repaired here; restore them from a backup",
+            damaged.len()
+        );
+    }
+    Ok(if damaged.is_empty() && failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+/// Indexes an object already in the store (orphan or reindex): the original is
+/// reassembled and described anew, the stored object itself is kept as it is.
+async fn index_object(state: &AppState, key: &str) -> anyhow::Result<InsertOutcome> {
+    let object = state.store.get(key).await?;
+    let stored_bytes = object.len() as u64;
+    let prepared = tokio::task::spawn_blocking(move || {
+        let table = container::index_from_object(&object)?;
+        let original = container::decode_all(&object)?;
+        let prepared = ingest::prepare(&original, None, &ContainerOptions::default())
+            .map_err(|r| anyhow::anyhow!("{}", ErrorChain(&r.error)))?;
+        Ok::<_, anyhow::Error>((prepared, table))
+    })
+    .await??;
+    let (prepared, table): (ingest::Prepared, ContainerIndex) = prepared;
+    let mut record = prepared.record;
+    // The row must describe the object as stored, whatever the container options
+    // are today.
+    record.object_key = key.to_owned();
+    record.container_index = table.to_bytes();
+    record.stored_bytes = stored_bytes;
+    Ok(state
+        .index
+        .insert_instance(&record, ConflictPolicy::KeepBoth)
+        .await?)
+}
+
+async fn reindex(state: AppState) -> anyhow::Result<std::process::ExitCode> {
+    let objects = state.store.list_instances().await?;
+    let bar = progress(objects.len() as u64, "objects reindexed");
+    let started = Instant::now();
+    let mut failed = 0u64;
+    let mut results = futures::stream::iter(objects.iter().map(|o| {
+        let state = state.clone();
+        async move { (o.key.clone(), index_object(&state, &o.key).await) }
+    }))
+    .buffer_unordered(4);
+    while let Some((key, r)) = results.next().await {
+        if let Err(e) = r {
+            failed += 1;
+            bar.suspend(|| eprintln!("cannot index {key}: {e:#}"));
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+    println!(
+        "reindexed {} objects ({failed} failed) in {:.1?}",
+        objects.len(),
+        Duration::from_secs_f64(started.elapsed().as_secs_f64())
+    );
+    Ok(if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}

@@ -1,1 +1,271 @@
-//! config (being written)
+//! Settings: defaults, then a TOML file, then `AINA_*` variables, then flags.
+//!
+//! The flag and variable names are an interface (DESIGN.md): deployment scripts
+//! and monitoring depend on them, so they stay stable. [`Settings`] is what the
+//! user may give (every field optional, one struct for clap and serde);
+//! [`Config`] is the validated result the server runs on.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::index::ConflictPolicy;
+
+/// What a user may set, from flags and variables (clap) or a TOML file (serde).
+/// clap gives a flag precedence over its variable; [`Settings::merge_file`] puts
+/// both above the file.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    /// TOML configuration file.
+    #[arg(long = "config", env = "AINA_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long = "http", env = "AINA_HTTP_ADDR", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// DICOM listen address [default: 127.0.0.1:11112].
+    #[arg(long = "dicom", env = "AINA_DICOM_ADDR", value_name = "ADDR")]
+    pub dicom: Option<SocketAddr>,
+    /// Our DICOM AE title [default: AINA].
+    #[arg(long = "ae-title", env = "AINA_AE_TITLE", value_name = "AET")]
+    pub ae_title: Option<String>,
+    /// Data directory [default: ./aina-data].
+    #[arg(long = "data", env = "AINA_DATA_DIR", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Index database URL [default: sqlite://<data>/index.db].
+    #[arg(long = "database", env = "AINA_DATABASE_URL", value_name = "URL")]
+    pub database: Option<String>,
+    /// Object storage URL [default: file://<data>/objects].
+    #[arg(long = "storage", env = "AINA_STORAGE_URL", value_name = "URL")]
+    pub storage: Option<String>,
+    /// C-MOVE destination and allowed caller, AET=HOST:PORT (repeatable).
+    #[arg(
+        long = "dicom-peer",
+        env = "AINA_DICOM_PEERS",
+        value_name = "AET=HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub dicom_peer: Vec<String>,
+    /// What to do with different bytes under a stored SOP Instance UID
+    /// [default: reject].
+    #[arg(long = "conflict-policy", env = "AINA_CONFLICT_POLICY", value_enum)]
+    pub conflict_policy: Option<ConflictPolicyArg>,
+    /// Origins allowed by CORS, comma-separated; `*` for any [default: *].
+    #[arg(
+        long = "cors-origin",
+        env = "AINA_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origin: Vec<String>,
+    /// Largest single instance accepted, in bytes [default: 4 GiB]. Each instance
+    /// being ingested is held in memory once; a request may carry any number.
+    #[arg(long = "max-instance-bytes", env = "AINA_MAX_INSTANCE_BYTES")]
+    pub max_instance_bytes: Option<u64>,
+    /// Public base URL of the server (e.g. behind a proxy), used in RetrieveURL and
+    /// BulkDataURI [default: from the request's Host header].
+    #[arg(long = "public-url", env = "AINA_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+}
+
+/// [`ConflictPolicy`] as a command-line value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictPolicyArg {
+    Reject,
+    KeepBoth,
+    Replace,
+}
+
+impl From<ConflictPolicyArg> for ConflictPolicy {
+    fn from(a: ConflictPolicyArg) -> Self {
+        match a {
+            ConflictPolicyArg::Reject => ConflictPolicy::Reject,
+            ConflictPolicyArg::KeepBoth => ConflictPolicy::KeepBoth,
+            ConflictPolicyArg::Replace => ConflictPolicy::Replace,
+        }
+    }
+}
+
+/// A C-MOVE destination / known DICOM peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DicomPeer {
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The validated configuration the server runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: SocketAddr,
+    pub dicom: SocketAddr,
+    pub ae_title: String,
+    pub data: PathBuf,
+    pub database: String,
+    pub storage: String,
+    pub dicom_peers: Vec<DicomPeer>,
+    pub conflict_policy: ConflictPolicy,
+    pub cors_origins: Vec<String>,
+    pub max_instance_bytes: u64,
+    pub public_url: Option<String>,
+}
+
+impl Settings {
+    /// Fills every field not given by flag or variable from the file named by
+    /// `--config` / `AINA_CONFIG`, if any.
+    pub fn merge_file(mut self) -> anyhow::Result<Self> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let file: Settings = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+        }
+        fill!(
+            http,
+            dicom,
+            ae_title,
+            data,
+            database,
+            storage,
+            conflict_policy,
+            max_instance_bytes,
+            public_url
+        );
+        if self.dicom_peer.is_empty() {
+            self.dicom_peer = file.dicom_peer;
+        }
+        if self.cors_origin.is_empty() {
+            self.cors_origin = file.cors_origin;
+        }
+        Ok(self)
+    }
+
+    /// Applies defaults and validates.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let data = self.data.unwrap_or_else(|| PathBuf::from("aina-data"));
+        let ae_title = self.ae_title.unwrap_or_else(|| "AINA".to_owned());
+        if ae_title.is_empty() || ae_title.len() > 16 || !ae_title.is_ascii() {
+            bail!("AE title must be 1 to 16 ASCII characters, got {ae_title:?}");
+        }
+        let dicom_peers = self
+            .dicom_peer
+            .iter()
+            .map(|p| parse_peer(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let database = self
+            .database
+            .unwrap_or_else(|| format!("sqlite://{}", data.join("index.db").display()));
+        let storage = self
+            .storage
+            .unwrap_or_else(|| format!("file://{}", absolute(&data.join("objects")).display()));
+        let cors_origins = if self.cors_origin.is_empty() {
+            vec!["*".to_owned()]
+        } else {
+            self.cors_origin
+        };
+        Ok(Config {
+            http: self.http.unwrap_or(([127, 0, 0, 1], 8080).into()),
+            dicom: self.dicom.unwrap_or(([127, 0, 0, 1], 11112).into()),
+            ae_title,
+            data,
+            database,
+            storage,
+            dicom_peers,
+            conflict_policy: self.conflict_policy.map(Into::into).unwrap_or_default(),
+            cors_origins,
+            max_instance_bytes: self.max_instance_bytes.unwrap_or(4 << 30),
+            public_url: self.public_url.map(|u| u.trim_end_matches('/').to_owned()),
+        })
+    }
+}
+
+/// `file://` URLs need an absolute path; a relative data directory is taken from
+/// the current directory.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn parse_peer(s: &str) -> anyhow::Result<DicomPeer> {
+    let (aet, addr) = s
+        .split_once('=')
+        .with_context(|| format!("DICOM peer {s:?} is not AET=HOST:PORT"))?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("DICOM peer {s:?} has no :PORT"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("DICOM peer {s:?} has a bad port"))?;
+    if aet.is_empty() || aet.len() > 16 || host.is_empty() {
+        bail!("DICOM peer {s:?}: AE title must be 1 to 16 characters and HOST non-empty");
+    }
+    Ok(DicomPeer {
+        ae_title: aet.to_owned(),
+        host: host.to_owned(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_design() {
+        let c = Settings::default().resolve().unwrap();
+        assert_eq!(c.http.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.dicom.to_string(), "127.0.0.1:11112");
+        assert_eq!(c.ae_title, "AINA");
+        assert_eq!(c.database, "sqlite://aina-data/index.db");
+        assert!(c.storage.starts_with("file:///") && c.storage.ends_with("aina-data/objects"));
+        assert_eq!(c.conflict_policy, ConflictPolicy::Reject);
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aina.toml");
+        std::fs::write(
+            &file,
+            "ae-title = \"FROMFILE\"\nhttp = \"0.0.0.0:9000\"\ndicom-peer = [\"WS=10.0.0.5:104\"]\n",
+        )
+        .unwrap();
+        let s = Settings {
+            config: Some(file),
+            ae_title: Some("FLAG".into()),
+            ..Default::default()
+        };
+        let c = s.merge_file().unwrap().resolve().unwrap();
+        assert_eq!(c.ae_title, "FLAG");
+        assert_eq!(c.http.to_string(), "0.0.0.0:9000");
+        assert_eq!(
+            c.dicom_peers,
+            vec![DicomPeer {
+                ae_title: "WS".into(),
+                host: "10.0.0.5".into(),
+                port: 104
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let s = Settings {
+            dicom_peer: vec!["nohostport".into()],
+            ..Default::default()
+        };
+        assert!(s.resolve().is_err());
+        let s = Settings {
+            ae_title: Some("A_VERY_LONG_AE_TITLE_X".into()),
+            ..Default::default()
+        };
+        assert!(s.resolve().is_err());
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`index`]: the SQL metadata index (SQLite; PostgreSQL later) and QIDO-RS.
 //! - [`http`]: axum routes for DICOMweb (STOW-RS, QIDO-RS, WADO-RS, WADO-URI).
 //! - [`app`]: the shared state handed to every entry point.
+//! - [`retrieve`]: reading instances, frames, bulk data and metadata back.
 //! - [`cli`]: `aina serve | import | verify | reindex`.
 
 pub mod app;
@@ -17,4 +18,5 @@ pub mod config;
 pub mod http;
 pub mod index;
 pub mod ingest;
+pub mod retrieve;
 pub mod store;

@@ -5,7 +5,10 @@
 //! follows in its own module). Values are folded and normalised in Rust at ingest
 //! (see [`aina_dicomweb::fold`]) so every dialect compares plain stored values.
 
+pub(crate) mod query;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use aina_dicomweb::qido::QidoQuery;
 use async_trait::async_trait;
@@ -118,6 +121,17 @@ pub struct Scope {
 /// RetrieveURL (0008,1190) is left to the HTTP layer, which knows the base URL.
 pub type QidoRow = Map<String, Value>;
 
+/// The answer of [`Index::search`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchOutcome {
+    /// Matching entities, in the documented order, `limit`/`offset` applied.
+    pub rows: Vec<QidoRow>,
+    /// Matching keys the index cannot match on; they were ignored (not refused), so
+    /// the HTTP layer sends `Warning: 299 aina "The following attributes are not
+    /// supported for matching: …"` (PS3.18 §8.3.4.5).
+    pub unsupported: Vec<dicom_core::Tag>,
+}
+
 /// A stored instance, as retrieval needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredInstance {
@@ -169,7 +183,9 @@ pub trait Index: Send + Sync + 'static {
     /// level's UID after its natural key: study date desc, series number, instance
     /// number), with `limit`/`offset` applied. Attributes returned: the level's
     /// defaults (PS3.18 Table 6.7.1-2), the matching keys and `query.include`.
-    async fn search(&self, query: &QidoQuery, scope: &Scope) -> Result<Vec<QidoRow>, IndexError>;
+    /// Keys the index cannot match on are ignored and listed in
+    /// [`SearchOutcome::unsupported`].
+    async fn search(&self, query: &QidoQuery, scope: &Scope) -> Result<SearchOutcome, IndexError>;
 
     /// Current (not superseded) instances within the scope, ordered by series
     /// number, instance number, SOP Instance UID. An empty scope is refused.

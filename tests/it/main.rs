@@ -1,0 +1,10 @@
+//! Black-box integration tests: a real server on 127.0.0.1:0, real HTTP, real
+//! DICOM files (generated, and the shared corpus where present).
+
+mod cli;
+mod common;
+mod crash;
+mod interop;
+mod qido;
+mod stow;
+mod wado;
