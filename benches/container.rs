@@ -165,10 +165,80 @@ fn print_table(images: &[Image]) {
     println!();
 }
 
+/// Pixel bytes only: our default container's frame segments against the fragments
+/// of the same image's lossless-compressed twin in the corpus (JPEG-LS, J2K).
+fn print_twins() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files");
+    let twins = [
+        (
+            "pydicom-data__RG1_UNCR.dcm",
+            "pydicom-data__RG1_J2KR.dcm",
+            "J2K lossless",
+        ),
+        (
+            "pydicom-data__emri_small.dcm",
+            "pydicom-data__emri_small_jpeg_ls_lossless.dcm",
+            "JPEG-LS",
+        ),
+        (
+            "pydicom-data__emri_small.dcm",
+            "pydicom-data__emri_small_jpeg_2k_lossless.dcm",
+            "J2K lossless",
+        ),
+        (
+            "pydicom__MR_small.dcm",
+            "pydicom__MR_small_jpeg_ls_lossless.dcm",
+            "JPEG-LS",
+        ),
+        (
+            "pydicom__MR_small.dcm",
+            "pydicom__MR_small_jp2klossless.dcm",
+            "J2K lossless",
+        ),
+    ];
+    println!(
+        "{:<34} {:>10} {:>12} {:>12}  twin",
+        "native file", "pixels", "ours (med-1)", "twin"
+    );
+    for (native, twin, kind) in twins {
+        let (Ok(n), Ok(t)) = (
+            std::fs::read(dir.join(native)),
+            std::fs::read(dir.join(twin)),
+        ) else {
+            continue;
+        };
+        let nl = layout::locate(&n).unwrap();
+        let PixelLayout::Native { value_len, .. } = nl.pixel else {
+            continue;
+        };
+        let (_, index) = container::encode(&n, &nl, [0; 32], &ContainerOptions::default()).unwrap();
+        let ours: u64 = index
+            .segments
+            .iter()
+            .filter(|s| s.role != container::Role::Glue)
+            .map(|s| s.stored_len)
+            .sum();
+        let PixelLayout::Encapsulated { fragments, .. } = layout::locate(&t).unwrap().pixel else {
+            continue;
+        };
+        let theirs: u64 = fragments.iter().map(|f| u64::from(f.len)).sum();
+        println!(
+            "{:<34} {:>10} {:>12} {:>12}  {kind} (ours = {:.1}% of twin size)",
+            native,
+            value_len,
+            ours,
+            theirs,
+            ours as f64 * 100.0 / theirs as f64
+        );
+    }
+    println!();
+}
+
 fn bench(c: &mut Criterion) {
     let mut images: Vec<Image> = real_cr().into_iter().collect();
     images.push(synthetic_mammogram());
     print_table(&images);
+    print_twins();
     for img in &images {
         let sha: [u8; 32] = Sha256::digest(&img.bytes).into();
         let mut g = c.benchmark_group(format!("container/{}", img.name));

@@ -76,7 +76,9 @@ impl SqliteIndex {
             // An in-memory database dies with its connection: keep it forever.
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone())
+            // Planner statistics for the QIDO indexes, refreshed as the writer
+            // closes (SQLite's recommended `PRAGMA optimize`; readers cannot write).
+            .connect_with(options.clone().optimize_on_close(true, 400))
             .await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&writer)

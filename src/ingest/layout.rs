@@ -124,7 +124,9 @@ impl<'a> Source<'a> {
 #[non_exhaustive]
 pub enum LayoutError {
     /// No "DICM" after a 128-byte preamble (PS3.10 §7.1): not a Part 10 file.
-    #[error("not a DICOM Part 10 file: no \"DICM\" magic after the 128-byte preamble")]
+    #[error(
+        "no DICOM File Meta Information: a PS3.10 file starts with a 128-byte preamble and \"DICM\"; data sets without File Meta Information are refused"
+    )]
     NotPart10,
     /// The File Meta Information group (0002,xxxx) is unusable.
     #[error("bad File Meta Information: {reason}")]

@@ -1099,19 +1099,22 @@ enum Filter {
 
 /// A sample type the filters work on: wrapping arithmetic in its own width makes
 /// prediction exactly reversible whatever the data (signed, full 16 bits).
-trait Sample: Copy + Ord + Default {
+trait Sample: Copy + Default {
     const BYTES: usize;
     fn load(b: &[u8]) -> Self;
     fn store(self, b: &mut [u8]);
     fn wadd(self, o: Self) -> Self;
     fn wsub(self, o: Self) -> Self;
+    fn to_i32(self) -> i32;
+    /// Truncates to the sample width.
+    fn from_i32(v: i32) -> Self;
     /// Zig-zag of the residual read as two's complement: 0, -1, 1, -2 → 0, 1, 2, 3,
     /// so small residuals of either sign have a zero high byte.
     fn zigzag(self) -> Self;
     fn unzigzag(self) -> Self;
-    /// Writes sample `i` of `n` into byte planes (low bytes first).
-    fn to_planes(self, planes: &mut [u8], i: usize, n: usize);
-    fn from_planes(planes: &[u8], i: usize, n: usize) -> Self;
+    /// Writes samples as byte planes: all low bytes, then all high bytes.
+    fn to_planes(s: &[Self], planes: &mut [u8]);
+    fn from_planes(planes: &[u8], s: &mut [Self]);
 }
 
 impl Sample for u8 {
@@ -1128,6 +1131,12 @@ impl Sample for u8 {
     fn wsub(self, o: Self) -> Self {
         self.wrapping_sub(o)
     }
+    fn to_i32(self) -> i32 {
+        i32::from(self)
+    }
+    fn from_i32(v: i32) -> Self {
+        v as u8
+    }
     fn zigzag(self) -> Self {
         let r = self as i8;
         ((r << 1) ^ (r >> 7)) as u8
@@ -1135,11 +1144,11 @@ impl Sample for u8 {
     fn unzigzag(self) -> Self {
         (self >> 1) ^ (self & 1).wrapping_neg()
     }
-    fn to_planes(self, planes: &mut [u8], i: usize, _n: usize) {
-        planes[i] = self;
+    fn to_planes(s: &[Self], planes: &mut [u8]) {
+        planes.copy_from_slice(s);
     }
-    fn from_planes(planes: &[u8], i: usize, _n: usize) -> Self {
-        planes[i]
+    fn from_planes(planes: &[u8], s: &mut [Self]) {
+        s.copy_from_slice(planes);
     }
 }
 
@@ -1149,13 +1158,19 @@ impl Sample for u16 {
         u16::from_le_bytes([b[0], b[1]])
     }
     fn store(self, b: &mut [u8]) {
-        b[..2].copy_from_slice(&self.to_le_bytes());
+        b.copy_from_slice(&self.to_le_bytes());
     }
     fn wadd(self, o: Self) -> Self {
         self.wrapping_add(o)
     }
     fn wsub(self, o: Self) -> Self {
         self.wrapping_sub(o)
+    }
+    fn to_i32(self) -> i32 {
+        i32::from(self)
+    }
+    fn from_i32(v: i32) -> Self {
+        v as u16
     }
     fn zigzag(self) -> Self {
         let r = self as i16;
@@ -1164,66 +1179,107 @@ impl Sample for u16 {
     fn unzigzag(self) -> Self {
         (self >> 1) ^ (self & 1).wrapping_neg()
     }
-    fn to_planes(self, planes: &mut [u8], i: usize, n: usize) {
-        let [lo, hi] = self.to_le_bytes();
-        planes[i] = lo;
-        planes[n + i] = hi;
+    fn to_planes(s: &[Self], planes: &mut [u8]) {
+        let (lo, hi) = planes.split_at_mut(s.len());
+        for ((v, l), h) in s.iter().zip(lo).zip(hi) {
+            let [a, b] = v.to_le_bytes();
+            *l = a;
+            *h = b;
+        }
     }
-    fn from_planes(planes: &[u8], i: usize, n: usize) -> Self {
-        u16::from_le_bytes([planes[i], planes[n + i]])
+    fn from_planes(planes: &[u8], s: &mut [Self]) {
+        let (lo, hi) = planes.split_at(s.len());
+        for ((v, l), h) in s.iter_mut().zip(lo).zip(hi) {
+            *v = u16::from_le_bytes([*l, *h]);
+        }
     }
 }
 
-/// JPEG-LS median edge detector: a = left, b = above, c = above-left.
+/// JPEG-LS median edge detector (a = left, b = above, c = above-left), written as
+/// the equivalent clamp of the gradient a + b - c into [min(a,b), max(a,b)]: no
+/// branches, and in i32 the gradient cannot wrap.
 #[inline(always)]
 fn med<S: Sample>(a: S, b: S, c: S) -> S {
-    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-    if c >= hi {
-        lo
-    } else if c <= lo {
-        hi
-    } else {
-        a.wadd(b).wsub(c)
+    let (a, b, c) = (a.to_i32(), b.to_i32(), c.to_i32());
+    S::from_i32((a + b - c).clamp(a.min(b), a.max(b)))
+}
+
+/// Residuals of one row. The first row predicts from the left (the first sample
+/// from 0), the first column from above; each chunk starts afresh, so chunks
+/// decode independently.
+fn residual_row<S: Sample>(prev: Option<&[S]>, cur: &[S], out: &mut [S], filter: Filter) {
+    let (Some(first), Some(o0)) = (cur.first(), out.first_mut()) else {
+        return;
+    };
+    let up = prev.and_then(|p| p.first().copied()).unwrap_or_default();
+    *o0 = first.wsub(up).zigzag();
+    let pairs = out[1..].iter_mut().zip(cur.windows(2));
+    match (prev, filter) {
+        (Some(p), Filter::Med) => {
+            for ((o, w), pw) in pairs.zip(p.windows(2)) {
+                *o = w[1].wsub(med(w[0], pw[1], pw[0])).zigzag();
+            }
+        }
+        _ => {
+            for (o, w) in pairs {
+                *o = w[1].wsub(w[0]).zigzag();
+            }
+        }
     }
 }
 
-/// Prediction for sample `i` of row-major samples `s`, `w` per row. The first row
-/// predicts from the left, the first column from above, the first sample from 0;
-/// each chunk starts afresh so chunks decode independently.
-#[inline(always)]
-fn prediction<S: Sample>(s: &[S], i: usize, w: usize, filter: Filter) -> S {
-    let x = i % w;
-    match (i < w, x == 0) {
-        (true, true) => S::default(),
-        (true, false) => s[i - 1],
-        (false, true) => s[i - w],
-        (false, false) => match filter {
-            Filter::Left => s[i - 1],
-            Filter::Med => med(s[i - 1], s[i - w], s[i - w - 1]),
-        },
+/// Inverse of [`residual_row`]: each sample depends on its left neighbour.
+fn restore_row<S: Sample>(prev: Option<&[S]>, res: &[S], cur: &mut [S], filter: Filter) {
+    let (Some(r0), Some(c0)) = (res.first(), cur.first_mut()) else {
+        return;
+    };
+    let up = prev.and_then(|p| p.first().copied()).unwrap_or_default();
+    let mut a = up.wadd(r0.unzigzag());
+    *c0 = a;
+    let pairs = cur[1..].iter_mut().zip(&res[1..]);
+    match (prev, filter) {
+        (Some(p), Filter::Med) => {
+            for ((c, r), pw) in pairs.zip(p.windows(2)) {
+                a = med(a, pw[1], pw[0]).wadd(r.unzigzag());
+                *c = a;
+            }
+        }
+        _ => {
+            for (c, r) in pairs {
+                a = a.wadd(r.unzigzag());
+                *c = a;
+            }
+        }
     }
 }
 
-/// Samples → zig-zagged residual byte planes (same length as `raw`).
+/// Samples → zig-zagged residual byte planes (same length as `raw`, whole samples).
 fn predict<S: Sample>(raw: &[u8], w: usize, filter: Filter) -> Vec<u8> {
-    let n = raw.len() / S::BYTES;
     let s: Vec<S> = raw.chunks_exact(S::BYTES).map(S::load).collect();
-    let mut planes = vec![0u8; n * S::BYTES];
-    for i in 0..n {
-        let r = s[i].wsub(prediction(&s, i, w, filter)).zigzag();
-        r.to_planes(&mut planes, i, n);
+    let mut res = vec![S::default(); s.len()];
+    let mut prev: Option<&[S]> = None;
+    for (cur, out) in s.chunks(w).zip(res.chunks_mut(w)) {
+        residual_row(prev, cur, out, filter);
+        prev = Some(cur);
     }
+    let mut planes = vec![0u8; s.len() * S::BYTES];
+    S::to_planes(&res, &mut planes);
     planes
 }
 
-/// Residual byte planes → samples (little-endian bytes). The caller checked that
+/// Residual byte planes → samples as little-endian bytes. The caller checked that
 /// `planes` is a whole number of samples and `w > 0`.
 fn unpredict<S: Sample>(planes: &[u8], w: usize, filter: Filter) -> Vec<u8> {
     let n = planes.len() / S::BYTES;
-    let mut s: Vec<S> = vec![S::default(); n];
-    for i in 0..n {
-        let r = S::from_planes(planes, i, n).unzigzag();
-        s[i] = prediction(&s, i, w, filter).wadd(r);
+    let mut res = vec![S::default(); n];
+    S::from_planes(planes, &mut res);
+    let mut s = vec![S::default(); n];
+    let mut start = 0;
+    for r in res.chunks(w) {
+        let (done, rest) = s.split_at_mut(start);
+        let prev = start.checked_sub(w).map(|p| &done[p..]);
+        restore_row(prev, r, &mut rest[..r.len()], filter);
+        start += r.len();
     }
     let mut out = vec![0u8; n * S::BYTES];
     for (v, b) in s.iter().zip(out.chunks_exact_mut(S::BYTES)) {
