@@ -32,7 +32,8 @@ pub struct AppState {
 pub async fn open_index(url: &str) -> anyhow::Result<Arc<dyn Index>> {
     if url.starts_with("sqlite:") {
         if let Some(path) = url.strip_prefix("sqlite://")
-            && let Some(parent) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
+            && let Some(parent) =
+                std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent)

@@ -104,7 +104,8 @@ async fn open(settings: Settings) -> anyhow::Result<AppState> {
 
 /// Loads the generated demo set when the archive holds no study yet.
 async fn load_demo(state: &AppState, scale: f32) -> anyhow::Result<()> {
-    let any = aina_dicomweb::qido::parse_query(aina_dicomweb::qido::QueryLevel::Study, "limit=1", 1)?;
+    let any =
+        aina_dicomweb::qido::parse_query(aina_dicomweb::qido::QueryLevel::Study, "limit=1", 1)?;
     if !state
         .index
         .search(&any, &Default::default())
@@ -126,7 +127,11 @@ async fn load_demo(state: &AppState, scale: f32) -> anyhow::Result<()> {
             .await
             .map_err(|r| anyhow::anyhow!("demo instance {}: {}", g.file_name, r.error))?;
     }
-    tracing::info!(instances = count, elapsed_ms = started.elapsed().as_millis() as u64, "demo data loaded");
+    tracing::info!(
+        instances = count,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "demo data loaded"
+    );
     Ok(())
 }
 
@@ -256,9 +261,8 @@ async fn check_object(store: &Store, key: &str, sha256: &str) -> Option<Problem>
         Ok(original) => {
             use sha2::Digest;
             let actual = hex::encode(sha2::Sha256::digest(&original));
-            (actual != sha256).then(|| {
-                Problem::Damaged(format!("SHA-256 is {actual}, the index says {sha256}"))
-            })
+            (actual != sha256)
+                .then(|| Problem::Damaged(format!("SHA-256 is {actual}, the index says {sha256}")))
         }
         Err(e) => Some(Problem::Damaged(ErrorChain(&e).to_string())),
     })

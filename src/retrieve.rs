@@ -222,7 +222,11 @@ impl Retrieve {
             let mut obj = OpenFileOptions::new()
                 .from_reader(&original[..])
                 .map_err(|e| RetrieveError::Transcode(e.to_string()))?;
-            obj.update_meta(|m| m.set_transfer_syntax(&dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN));
+            obj.update_meta(|m| {
+                m.set_transfer_syntax(
+                    &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN,
+                )
+            });
             let mut out = Vec::with_capacity(original.len() + 4096);
             obj.write_all(&mut out)
                 .map_err(|e| RetrieveError::Transcode(e.to_string()))?;
@@ -312,7 +316,9 @@ fn batches(index: &ContainerIndex) -> Vec<(std::ops::Range<u64>, Vec<usize>)> {
     for (i, seg) in index.segments.iter().enumerate() {
         let end = seg.stored_offset + seg.stored_len;
         match out.last_mut() {
-            Some((range, segs)) if range.end == seg.stored_offset && end - range.start <= READ_BATCH => {
+            Some((range, segs))
+                if range.end == seg.stored_offset && end - range.start <= READ_BATCH =>
+            {
                 range.end = end;
                 segs.push(i);
             }
@@ -342,10 +348,16 @@ mod tests {
         let im = uids::IMPLICIT_VR_LITTLE_ENDIAN;
         let j2k = uids::JPEG2000_LOSSLESS;
         assert_eq!(choose_encoding(ex, None).unwrap(), Encoding::Original);
-        assert_eq!(choose_encoding(im, None).unwrap(), Encoding::ExplicitLittleEndian);
+        assert_eq!(
+            choose_encoding(im, None).unwrap(),
+            Encoding::ExplicitLittleEndian
+        );
         assert_eq!(choose_encoding(j2k, None).unwrap(), Encoding::Original);
         assert_eq!(choose_encoding(j2k, Some(j2k)).unwrap(), Encoding::Original);
-        assert_eq!(choose_encoding(im, Some(ex)).unwrap(), Encoding::ExplicitLittleEndian);
+        assert_eq!(
+            choose_encoding(im, Some(ex)).unwrap(),
+            Encoding::ExplicitLittleEndian
+        );
         assert_eq!(
             choose_encoding(uids::EXPLICIT_VR_BIG_ENDIAN, Some(ex)).unwrap(),
             Encoding::ExplicitLittleEndian

@@ -28,15 +28,27 @@ pub const DICOMWEB_ROOT: &str = "/dicomweb";
 /// Builds the whole HTTP router.
 pub fn router(state: AppState) -> Router {
     let dicomweb = Router::new()
-        .route("/studies", get(qido::search_studies).post(stow::store_instances))
+        .route(
+            "/studies",
+            get(qido::search_studies).post(stow::store_instances),
+        )
         .route(
             "/studies/{study}",
             get(wado::retrieve_study).post(stow::store_instances_in_study),
         )
-        .route("/studies/{study}/metadata", get(wado::retrieve_study_metadata))
+        .route(
+            "/studies/{study}/metadata",
+            get(wado::retrieve_study_metadata),
+        )
         .route("/studies/{study}/series", get(qido::search_study_series))
-        .route("/studies/{study}/instances", get(qido::search_study_instances))
-        .route("/studies/{study}/series/{series}", get(wado::retrieve_series))
+        .route(
+            "/studies/{study}/instances",
+            get(qido::search_study_instances),
+        )
+        .route(
+            "/studies/{study}/series/{series}",
+            get(wado::retrieve_series),
+        )
         .route(
             "/studies/{study}/series/{series}/metadata",
             get(wado::retrieve_series_metadata),
@@ -129,7 +141,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
     if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "readiness: store unavailable");
-        return (StatusCode::SERVICE_UNAVAILABLE, "object store unavailable\n");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "object store unavailable\n",
+        );
     }
     (StatusCode::OK, "ready\n")
 }

@@ -110,6 +110,8 @@ async fn search(
             if let Some(url) = retrieve_url(&base, level, &row) {
                 row.insert("00081190".to_owned(), json!({"vr": "UR", "Value": [url]}));
             }
+            // Attributes in tag order, as in a data set (keys are 8-digit hex).
+            row.sort_keys();
             Value::Object(row)
         })
         .collect();
@@ -147,7 +149,11 @@ fn uid_of(row: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
 }
 
 /// RetrieveURL (0008,1190) of a result row.
-fn retrieve_url(base: &str, level: QueryLevel, row: &serde_json::Map<String, Value>) -> Option<String> {
+fn retrieve_url(
+    base: &str,
+    level: QueryLevel,
+    row: &serde_json::Map<String, Value>,
+) -> Option<String> {
     let study = uid_of(row, "0020000D")?;
     match level {
         QueryLevel::Study => Some(format!("{base}/studies/{study}")),
@@ -158,7 +164,9 @@ fn retrieve_url(base: &str, level: QueryLevel, row: &serde_json::Map<String, Val
         QueryLevel::Instance => {
             let series = uid_of(row, "0020000E")?;
             let sop = uid_of(row, "00080018")?;
-            Some(format!("{base}/studies/{study}/series/{series}/instances/{sop}"))
+            Some(format!(
+                "{base}/studies/{study}/series/{series}/instances/{sop}"
+            ))
         }
     }
 }

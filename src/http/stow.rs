@@ -85,7 +85,10 @@ async fn store(
             Ok(Some(part)) => part,
             Ok(None) => break,
             Err(e) => {
-                if parts == 0 && in_flight.is_empty() && !matches!(e, MultipartError::Truncated { .. }) {
+                if parts == 0
+                    && in_flight.is_empty()
+                    && !matches!(e, MultipartError::Truncated { .. })
+                {
                     return Err(ApiError::bad_request(format!(
                         "cannot read the multipart/related body: {e}"
                     )));
@@ -97,7 +100,10 @@ async fn store(
         parts += 1;
         let mut part = next;
         if let Some(ct) = part.content_type()
-            && !ct.trim().to_ascii_lowercase().starts_with("application/dicom")
+            && !ct
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("application/dicom")
         {
             response.failed.push(FailedInstance {
                 sop_class_uid: None,
@@ -136,7 +142,9 @@ async fn store(
                 sop_class_uid: None,
                 sop_instance_uid: None,
                 failure_reason: stow::failure::OUT_OF_RESOURCES,
-                detail: format!("part {parts} is larger than the maximum instance size of {max} bytes"),
+                detail: format!(
+                    "part {parts} is larger than the maximum instance size of {max} bytes"
+                ),
             });
             continue;
         }
@@ -166,7 +174,9 @@ async fn store(
 fn unreadable(part: usize, e: &MultipartError) -> FailedInstance {
     let detail = match e {
         MultipartError::Truncated { .. } => {
-            format!("part {part}: the request body ended before the part was complete (upload cut off)")
+            format!(
+                "part {part}: the request body ended before the part was complete (upload cut off)"
+            )
         }
         other => format!("part {part}: cannot read the part: {other}"),
     };
@@ -228,9 +238,13 @@ fn record(
             }
             let failure_reason = match &refused.error {
                 IngestError::Conflict { .. } => stow::failure::DUPLICATE_SOP_INSTANCE,
-                IngestError::StudyMismatch { .. } => stow::failure::DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                IngestError::StudyMismatch { .. } => {
+                    stow::failure::DATA_SET_DOES_NOT_MATCH_SOP_CLASS
+                }
                 IngestError::TooLarge { .. } => stow::failure::OUT_OF_RESOURCES,
-                IngestError::UnknownTransferSyntax(_) => stow::failure::TRANSFER_SYNTAX_NOT_SUPPORTED,
+                IngestError::UnknownTransferSyntax(_) => {
+                    stow::failure::TRANSFER_SYNTAX_NOT_SUPPORTED
+                }
                 e if !e.is_input_error() => stow::failure::PROCESSING_FAILURE,
                 _ => stow::failure::CANNOT_UNDERSTAND,
             };

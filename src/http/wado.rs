@@ -35,8 +35,15 @@ fn accept(headers: &HeaderMap, raw_query: Option<&str>) -> Option<String> {
         })
 }
 
-fn scope(study: String, series: Option<String>, instance: Option<String>) -> Result<Scope, ApiError> {
-    for uid in std::iter::once(&study).chain(series.iter()).chain(instance.iter()) {
+fn scope(
+    study: String,
+    series: Option<String>,
+    instance: Option<String>,
+) -> Result<Scope, ApiError> {
+    for uid in std::iter::once(&study)
+        .chain(series.iter())
+        .chain(instance.iter())
+    {
         if !is_valid_uid(uid) {
             return Err(ApiError::bad_request(format!(
                 "{uid:?} in the path is not a valid UID"
@@ -176,7 +183,8 @@ async fn retrieve_instances(
     tokio::spawn(async move {
         for (inst, encoding) in instances.iter().zip(encodings) {
             let ts = retrieve::sent_transfer_syntax(inst, &encoding).to_owned();
-            let header = writer.part_header(&format!("application/dicom; transfer-syntax={ts}"), &[]);
+            let header =
+                writer.part_header(&format!("application/dicom; transfer-syntax={ts}"), &[]);
             if tx.send(Ok(header)).await.is_err() {
                 return;
             }
@@ -228,7 +236,13 @@ pub async fn retrieve_instance_metadata(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    metadata(state, headers, q, scope(study, Some(series), Some(instance))?).await
+    metadata(
+        state,
+        headers,
+        q,
+        scope(study, Some(series), Some(instance))?,
+    )
+    .await
 }
 
 /// Metadata is the DICOM JSON stored at ingest, joined into an array; only the
@@ -378,8 +392,7 @@ async fn frames_response(
         }
     };
     let list: Vec<String> = frames.iter().map(u32::to_string).collect();
-    let (etag, boundary) =
-        etag_and_boundary([inst.sha256.as_str(), part_type, &list.join(",")]);
+    let (etag, boundary) = etag_and_boundary([inst.sha256.as_str(), part_type, &list.join(",")]);
     if let Some(res) = not_modified(&headers, &etag) {
         return Ok(res);
     }
@@ -389,20 +402,22 @@ async fn frames_response(
         Some(ts) => format!("{part_type}; transfer-syntax={ts}"),
         None => part_type.to_owned(),
     };
-    let mut body = Vec::with_capacity(data.iter().map(Bytes::len).sum::<usize>() + 256 * data.len());
+    let mut body =
+        Vec::with_capacity(data.iter().map(Bytes::len).sum::<usize>() + 256 * data.len());
     for d in &data {
         body.extend_from_slice(&writer.part_header(&part_ct, &[]));
         body.extend_from_slice(d);
     }
     body.extend_from_slice(&writer.closing());
     let content_type = match &ts {
-        Some(ts) => format!(
-            "{}; transfer-syntax={ts}",
-            writer.content_type(part_type)
-        ),
+        Some(ts) => format!("{}; transfer-syntax={ts}", writer.content_type(part_type)),
         None => writer.content_type(part_type),
     };
-    Ok(with_headers(body.into_response(), &content_type, Some(&etag)))
+    Ok(with_headers(
+        body.into_response(),
+        &content_type,
+        Some(&etag),
+    ))
 }
 
 /// WADO-URI query parameters (PS3.18 §9.1).
@@ -456,7 +471,10 @@ pub async fn wado_uri(
     if let Some(res) = not_modified(&headers, &etag) {
         return Ok(res);
     }
-    let stream = state.retrieve.encoded(&inst, encoding).map(|r| r.map_err(std::io::Error::other));
+    let stream = state
+        .retrieve
+        .encoded(&inst, encoding)
+        .map(|r| r.map_err(std::io::Error::other));
     let mut res = with_headers(
         Body::from_stream(stream).into_response(),
         "application/dicom",

@@ -109,7 +109,9 @@ impl SqliteIndex {
 
 /// Unix milliseconds, the schema's timestamp.
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn to_i64(what: &str, v: u64) -> Result<i64, IndexError> {

@@ -318,11 +318,12 @@ pub fn prepare(
 
     let digest: [u8; 32] = Sha256::digest(bytes).into();
     let sha256 = hex::encode(digest);
-    let (object, index) =
-        container::encode(bytes, &layout, digest, opts).map_err(|e| refused(IngestError::Container(e)))?;
+    let (object, index) = container::encode(bytes, &layout, digest, opts)
+        .map_err(|e| refused(IngestError::Container(e)))?;
 
-    let bulk_base =
-        format!("{BULK_BASE_MARKER}/studies/{study}/series/{series}/instances/{sop_instance_uid}/bulkdata");
+    let bulk_base = format!(
+        "{BULK_BASE_MARKER}/studies/{study}/series/{series}/instances/{sop_instance_uid}/bulkdata"
+    );
     let mut json = aina_dicomweb::json::to_dicom_json(&obj, &bulk_base, INLINE_BINARY_LIMIT)
         .map_err(|e| refused(IngestError::Json(e)))?;
     let Value::Object(map) = &mut json else {
@@ -330,6 +331,8 @@ pub fn prepare(
     };
     let pixel_vr = pixel_data_vr(bytes, &layout.pixel);
     add_pixel_data_and_syntax(map, pixel_vr, &bulk_base, &ts_uid);
+    // Attributes in tag order, as in a data set (keys are 8-digit hex).
+    map.sort_keys();
 
     let study_attrs = StudyAttrs {
         patient_name: text(&obj, tags::PATIENT_NAME),
@@ -351,14 +354,8 @@ pub fn prepare(
         series_number: int(&obj, tags::SERIES_NUMBER),
         series_description: text(&obj, tags::SERIES_DESCRIPTION),
         body_part_examined: text(&obj, tags::BODY_PART_EXAMINED),
-        performed_procedure_step_start_date: text(
-            &obj,
-            tags::PERFORMED_PROCEDURE_STEP_START_DATE,
-        ),
-        performed_procedure_step_start_time: text(
-            &obj,
-            tags::PERFORMED_PROCEDURE_STEP_START_TIME,
-        ),
+        performed_procedure_step_start_date: text(&obj, tags::PERFORMED_PROCEDURE_STEP_START_DATE),
+        performed_procedure_step_start_time: text(&obj, tags::PERFORMED_PROCEDURE_STEP_START_TIME),
         attrs_json: pick(map, |t| SERIES_LEVEL.contains(&t)),
     };
     let metadata_json = json.to_string();
@@ -402,7 +399,11 @@ fn pixel_data_vr(bytes: &[u8], pixel: &PixelLayout) -> Option<&'static str> {
         PixelLayout::Deflated => {
             let obj = OpenFileOptions::new().from_reader(bytes).ok()?;
             let e = obj.element_opt(tags::PIXEL_DATA).ok()??;
-            Some(if e.vr() == dicom_core::VR::OB { "OB" } else { "OW" })
+            Some(if e.vr() == dicom_core::VR::OB {
+                "OB"
+            } else {
+                "OW"
+            })
         }
     }
 }

@@ -605,13 +605,22 @@ impl ContainerIndex {
             .filter(|s| s.role != Role::Glue)
             .map(|s| s.raw_len)
             .sum();
-        let mut out = Vec::with_capacity(total.min(PREALLOC_CAP) as usize);
+        let mut pieces = Vec::with_capacity(segs.len());
         for s in segs.iter().filter(|s| s.role != Role::Glue) {
             let at = (s.stored_offset - base) as usize;
             let bytes = stored
                 .get(at..at + s.stored_len as usize)
                 .ok_or(bad("frame segments are not contiguous"))?;
-            out.extend_from_slice(&decode_segment(s, bytes)?);
+            pieces.push((s, bytes));
+        }
+        // A large frame is several chunks: decode them on all cores.
+        let decoded: Vec<Result<Vec<u8>, ContainerError>> = pieces
+            .par_iter()
+            .map(|(s, bytes)| decode_segment(s, bytes))
+            .collect();
+        let mut out = Vec::with_capacity(total.min(PREALLOC_CAP) as usize);
+        for d in decoded {
+            out.extend_from_slice(&d?);
         }
         Ok(out)
     }

@@ -170,10 +170,9 @@ impl Store {
             .list(Some(&prefix))
             .try_filter_map(|m| async move {
                 let key = m.location.to_string();
-                Ok(key.ends_with(OBJECT_SUFFIX).then_some(ObjectInfo {
-                    key,
-                    size: m.size,
-                }))
+                Ok(key
+                    .ends_with(OBJECT_SUFFIX)
+                    .then_some(ObjectInfo { key, size: m.size }))
             })
             .try_collect()
             .await
@@ -222,13 +221,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("file://{}", dir.path().display())).unwrap();
         let key = Store::instance_key("1.2", "1.2.3", "1.2.3.4", "ab");
-        store.put(&key, Bytes::from_static(b"hello world")).await.unwrap();
-        store.put(&key, Bytes::from_static(b"hello world")).await.unwrap();
-        assert_eq!(store.get(&key).await.unwrap(), Bytes::from_static(b"hello world"));
-        assert_eq!(store.get_range(&key, 6..11).await.unwrap(), Bytes::from_static(b"world"));
+        store
+            .put(&key, Bytes::from_static(b"hello world"))
+            .await
+            .unwrap();
+        store
+            .put(&key, Bytes::from_static(b"hello world"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get(&key).await.unwrap(),
+            Bytes::from_static(b"hello world")
+        );
+        assert_eq!(
+            store.get_range(&key, 6..11).await.unwrap(),
+            Bytes::from_static(b"world")
+        );
         assert_eq!(store.size(&key).await.unwrap(), 11);
         let listed = store.list_instances().await.unwrap();
-        assert_eq!(listed, vec![ObjectInfo { key: key.clone(), size: 11 }]);
+        assert_eq!(
+            listed,
+            vec![ObjectInfo {
+                key: key.clone(),
+                size: 11
+            }]
+        );
         assert!(matches!(
             store.get("studies/none.aina").await,
             Err(StoreError::NotFound { .. })
@@ -240,7 +257,10 @@ mod tests {
 
     #[test]
     fn relative_or_unknown_urls_are_refused() {
-        assert!(matches!(Store::open("file://relative"), Err(StoreError::BadUrl(_))));
+        assert!(matches!(
+            Store::open("file://relative"),
+            Err(StoreError::BadUrl(_))
+        ));
         assert!(matches!(Store::open("ftp://x"), Err(StoreError::BadUrl(_))));
     }
 }

@@ -51,17 +51,29 @@ fn import_verify_repair_reindex() {
     let (code, out) = aina(data.path(), &["import", input.path().to_str().unwrap()]);
     assert_eq!(code, 1, "a failed file makes the exit code non-zero: {out}");
     assert!(out.contains("garbage.dcm"), "{out}");
-    assert!(out.contains(&format!("imported {} new", sample().len())), "{out}");
+    assert!(
+        out.contains(&format!("imported {} new", sample().len())),
+        "{out}"
+    );
     assert!(out.contains("1 failed"), "{out}");
 
     std::fs::remove_file(input.path().join("a/garbage.dcm")).unwrap();
     let (code, out) = aina(data.path(), &["import", input.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("{} already stored", sample().len())), "{out}");
+    assert!(
+        out.contains(&format!("{} already stored", sample().len())),
+        "{out}"
+    );
 
     let (code, out) = aina(data.path(), &["verify"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("verified {} indexed objects: 0 missing, 0 damaged; 0 orphan", sample().len())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "verified {} indexed objects: 0 missing, 0 damaged; 0 orphan",
+            sample().len()
+        )),
+        "{out}"
+    );
 
     // Damage one object and lose another.
     let objects = object_files(data.path());
@@ -91,10 +103,19 @@ fn import_verify_repair_reindex() {
     }
     let (code, out) = aina(data.path(), &["verify"]);
     assert_eq!(code, 0, "orphans alone are no inconsistency: {out}");
-    assert!(out.contains(&format!("{} orphan objects", sample().len() - 2)), "{out}");
+    assert!(
+        out.contains(&format!("{} orphan objects", sample().len() - 2)),
+        "{out}"
+    );
     let (code, out) = aina(data.path(), &["reindex"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("reindexed {} objects (0 failed)", sample().len() - 2)), "{out}");
+    assert!(
+        out.contains(&format!(
+            "reindexed {} objects (0 failed)",
+            sample().len() - 2
+        )),
+        "{out}"
+    );
     let (code, out) = aina(data.path(), &["verify"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0 orphan objects"), "{out}");
@@ -107,15 +128,23 @@ fn import_verify_repair_reindex() {
             data: Some(data.path().to_path_buf()),
             ..Default::default()
         };
-        let state = aina::app::AppState::open(settings.resolve().unwrap()).await.unwrap();
+        let state = aina::app::AppState::open(settings.resolve().unwrap())
+            .await
+            .unwrap();
         let server = aina::app::Server::start(state).await.unwrap();
         let url = format!("http://{}/dicomweb/instances?limit=1000", server.http_addr);
         let res = reqwest::get(&url).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let rows: Vec<serde_json::Value> = res.json().await.unwrap();
         assert_eq!(rows.len(), sample().len() - 2);
-        let names: Vec<String> = rows.iter().filter_map(|r| alphabetic(r, "00100010")).collect();
-        assert!(names.iter().any(|n| n == "Әбілқасымова^Гүлнұр"), "{names:?}");
+        let names: Vec<String> = rows
+            .iter()
+            .filter_map(|r| alphabetic(r, "00100010"))
+            .collect();
+        assert!(
+            names.iter().any(|n| n == "Әбілқасымова^Гүлнұр"),
+            "{names:?}"
+        );
         server.abort();
     });
 }

@@ -37,8 +37,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
     // Server logs go with the test's output (shown when it fails).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -159,10 +158,16 @@ impl TestServer {
     /// STOW-RS to /studies; returns the status and the DICOM JSON response.
     pub async fn stow(&self, files: &[&[u8]]) -> (StatusCode, Value) {
         let (ct, body) = dicom_parts(files);
-        self.stow_raw(&format!("{}/studies", self.dicomweb), &ct, body).await
+        self.stow_raw(&format!("{}/studies", self.dicomweb), &ct, body)
+            .await
     }
 
-    pub async fn stow_raw(&self, url: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    pub async fn stow_raw(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let res = self
             .client
             .post(url)
@@ -196,12 +201,18 @@ impl TestServer {
     /// Retrieves with `transfer-syntax=*` and returns the parts' bodies.
     pub async fn retrieve_original(&self, path: &str) -> Vec<Vec<u8>> {
         let res = self
-            .get(path, "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+            .get(
+                path,
+                "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+            )
             .await;
         assert_eq!(res.status(), StatusCode::OK, "{path}");
         let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
         let body = res.bytes().await.unwrap();
-        split_multipart(&ct, &body).into_iter().map(|(_, b)| b).collect()
+        split_multipart(&ct, &body)
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect()
     }
 }
 

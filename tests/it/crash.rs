@@ -27,7 +27,10 @@ pub fn spawn_server(data: &std::path::Path) -> (Child, String) {
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
-        let line = lines.next().expect("server exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
         if let Some(rest) = line.split("http_addr=").nth(1) {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
@@ -41,7 +44,11 @@ pub fn spawn_server(data: &std::path::Path) -> (Child, String) {
 pub fn renamed(bytes: &[u8], n: usize) -> (String, Vec<u8>) {
     let uid = format!("2.25.{}", 1_000_000_000_000u64 + n as u64);
     let out = edit(bytes, |o| {
-        o.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(uid.as_str())));
+        o.put(DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(uid.as_str()),
+        ));
         o.update_meta(|m| m.media_storage_sop_instance_uid = uid.clone());
     });
     (uid, out)
@@ -51,10 +58,7 @@ pub fn renamed(bytes: &[u8], n: usize) -> (String, Vec<u8>) {
 fn sigkill_mid_stow_loses_nothing_acknowledged() {
     let data = tempfile::tempdir().unwrap();
     let (mut child, root) = spawn_server(data.path());
-    let template = sample()
-        .iter()
-        .find(|g| g.modality == "MG")
-        .unwrap();
+    let template = sample().iter().find(|g| g.modality == "MG").unwrap();
     let (study, series) = (
         template.study_instance_uid.clone(),
         template.series_instance_uid.clone(),
@@ -119,8 +123,13 @@ fn sigkill_mid_stow_loses_nothing_acknowledged() {
         let client = reqwest::Client::new();
         for (uid, sha) in &acknowledged {
             let res = client
-                .get(format!("{root}/dicomweb/studies/{study}/series/{series}/instances/{uid}"))
-                .header("accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+                .get(format!(
+                    "{root}/dicomweb/studies/{study}/series/{series}/instances/{uid}"
+                ))
+                .header(
+                    "accept",
+                    "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+                )
                 .send()
                 .await
                 .unwrap();

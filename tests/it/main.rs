@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod crash;
 mod interop;
+mod large;
 mod qido;
 mod stow;
 mod wado;

@@ -50,7 +50,10 @@ async fn stores_a_study_and_returns_it_byte_identical() {
     let res = srv
         .client
         .get(&url)
-        .header("accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+        .header(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )
         .send()
         .await
         .unwrap();
@@ -64,14 +67,18 @@ async fn real_corpus_files_round_trip_bit_exact() {
     let Some(dir) = corpus_dir() else { return };
     // Several corpus files are one image in several transfer syntaxes under one
     // SOP Instance UID; keeping both versions stores them all.
-    let srv = start_with(|s| s.conflict_policy = Some(aina::config::ConflictPolicyArg::KeepBoth)).await;
+    let srv =
+        start_with(|s| s.conflict_policy = Some(aina::config::ConflictPolicyArg::KeepBoth)).await;
     let refused: &[(&str, &str)] = &[
         ("pydicom__no_meta.dcm", "File Meta Information"),
         ("pydicom__ExplVR_BigEndNoMeta.dcm", "File Meta Information"),
         ("pydicom-data__OT-PAL-8-face.dcm", "File Meta Information"),
         ("pydicom__meta_missing_tsyntax.dcm", "Transfer Syntax UID"),
         ("pydicom__MR_truncated.dcm", "truncated"),
-        ("pydicom-data__bad_sequence.dcm", "SOPInstanceUID is not a valid UID"),
+        (
+            "pydicom-data__bad_sequence.dcm",
+            "SOPInstanceUID is not a valid UID",
+        ),
         ("pydicom__chrSQEncoding.dcm", "SOPClassUID is missing"),
         ("pydicom__chrSQEncoding1.dcm", "SOPClassUID is missing"),
         ("pydicom__empty_charset_LEI.dcm", "SOPClassUID is missing"),
@@ -100,7 +107,10 @@ async fn real_corpus_files_round_trip_bit_exact() {
         let res = srv
             .client
             .get(&url)
-            .header("accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+            .header(
+                "accept",
+                "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+            )
             .send()
             .await
             .unwrap();
@@ -111,7 +121,11 @@ async fn real_corpus_files_round_trip_bit_exact() {
         assert_eq!(parts.len(), 1, "{name}");
         if transfer_syntax(&bytes) == "1.2.840.10008.1.2" {
             // Implicit VR is re-encoded for the web (checked in the wado tests).
-            assert!(parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"), "{}", parts[0].0);
+            assert!(
+                parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"),
+                "{}",
+                parts[0].0
+            );
         } else {
             assert_eq!(sha256(&parts[0].1), sha256(&bytes), "{name}");
         }
@@ -165,27 +179,49 @@ async fn bad_parts_fail_alone_with_reasons() {
     assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
     let refs = referenced(&resp);
     assert_eq!(refs.len(), 1, "{resp}");
-    assert_eq!(string(&refs[0], "00081155").unwrap(), sample()[0].sop_instance_uid);
+    assert_eq!(
+        string(&refs[0], "00081155").unwrap(),
+        sample()[0].sop_instance_uid
+    );
     let f = failed(&resp);
     assert_eq!(f.len(), 6, "{resp}");
     let text = resp.to_string().to_lowercase();
-    for needle in ["dicm", "truncat", "sopinstanceuid", "studyinstanceuid", "transfer syntax", "seriesinstanceuid"] {
-        assert!(text.contains(needle), "no reason mentions {needle:?}: {resp}");
+    for needle in [
+        "dicm",
+        "truncat",
+        "sopinstanceuid",
+        "studyinstanceuid",
+        "transfer syntax",
+        "seriesinstanceuid",
+    ] {
+        assert!(
+            text.contains(needle),
+            "no reason mentions {needle:?}: {resp}"
+        );
     }
     let mut reasons: Vec<u64> = f.iter().map(failure_reason).collect();
     reasons.sort();
     // Unknown transfer syntax: 0xC122; everything else: cannot understand.
-    assert_eq!(reasons, vec![0xC000, 0xC000, 0xC000, 0xC000, 0xC000, 0xC122], "{resp}");
+    assert_eq!(
+        reasons,
+        vec![0xC000, 0xC000, 0xC000, 0xC000, 0xC000, 0xC122],
+        "{resp}"
+    );
     // The good one is really there.
     let found = srv
-        .qido(&format!("/instances?SOPInstanceUID={}", sample()[0].sop_instance_uid))
+        .qido(&format!(
+            "/instances?SOPInstanceUID={}",
+            sample()[0].sop_instance_uid
+        ))
         .await;
     assert_eq!(found.len(), 1);
 }
 
 #[tokio::test]
 async fn file_without_meta_is_refused_with_a_reason() {
-    let Some(bytes) = corpus("pydicom__no_meta.dcm") else { return };
+    let Some(bytes) = corpus("pydicom__no_meta.dcm") else {
+        return;
+    };
     let srv = start().await;
     let (status, resp) = srv.stow(&[&bytes]).await;
     assert_eq!(status, StatusCode::CONFLICT, "{resp}");
@@ -203,7 +239,11 @@ async fn same_instance_twice_is_success_and_conflicts_follow_policy() {
 
     // Different bytes, same SOP Instance UID: refused by default, old one kept.
     let changed = edit(&g.bytes, |o| {
-        o.put(DataElement::new(tags::SERIES_DESCRIPTION, VR::LO, PrimitiveValue::from("changed")));
+        o.put(DataElement::new(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            PrimitiveValue::from("changed"),
+        ));
     });
     let (status, resp) = srv.stow(&[&changed]).await;
     assert_eq!(status, StatusCode::CONFLICT, "{resp}");
@@ -213,7 +253,10 @@ async fn same_instance_twice_is_success_and_conflicts_follow_policy() {
         "/studies/{}/series/{}/instances/{}",
         g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
     );
-    assert_eq!(sha256(&srv.retrieve_original(&path).await[0]), sha256(&g.bytes));
+    assert_eq!(
+        sha256(&srv.retrieve_original(&path).await[0]),
+        sha256(&g.bytes)
+    );
 
     for policy in ["keep-both", "replace"] {
         let srv = start_with(|s| {
@@ -227,12 +270,18 @@ async fn same_instance_twice_is_success_and_conflicts_follow_policy() {
         let (status, resp) = srv.stow(&[&changed]).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{policy}: {resp}");
         let r = &referenced(&resp)[0];
-        assert_eq!(value(r, "00081196").and_then(Value::as_u64), Some(0xB000), "{resp}");
+        assert_eq!(
+            value(r, "00081196").and_then(Value::as_u64),
+            Some(0xB000),
+            "{resp}"
+        );
         // The new version is served, once.
         let parts = srv.retrieve_original(&path).await;
         assert_eq!(parts.len(), 1);
         assert_eq!(sha256(&parts[0]), sha256(&changed), "{policy}");
-        let inst = srv.qido(&format!("/studies/{}/instances", g.study_instance_uid)).await;
+        let inst = srv
+            .qido(&format!("/studies/{}/instances", g.study_instance_uid))
+            .await;
         assert_eq!(inst.len(), 1, "{policy}");
     }
 }
@@ -241,20 +290,35 @@ async fn same_instance_twice_is_success_and_conflicts_follow_policy() {
 async fn wrong_content_types_are_415() {
     let srv = start().await;
     let url = format!("{}/studies", srv.dicomweb);
-    let (status, _) = srv.stow_raw(&url, "application/dicom", sample()[0].bytes.clone()).await;
+    let (status, _) = srv
+        .stow_raw(&url, "application/dicom", sample()[0].bytes.clone())
+        .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (status, _) = srv
         .stow_raw(&url, "multipart/form-data; boundary=x", b"--x--".to_vec())
         .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (status, _) = srv
-        .stow_raw(&url, "multipart/related; type=\"application/dicom+json\"; boundary=x", b"--x--".to_vec())
+        .stow_raw(
+            &url,
+            "multipart/related; type=\"application/dicom+json\"; boundary=x",
+            b"--x--".to_vec(),
+        )
         .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let (status, _) = srv.stow_raw(&url, "multipart/related; type=\"application/dicom\"", vec![]).await;
+    let (status, _) = srv
+        .stow_raw(
+            &url,
+            "multipart/related; type=\"application/dicom\"",
+            vec![],
+        )
+        .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "no boundary");
     // A part of another type fails alone.
-    let (ct, body) = multipart(&[("text/plain", b"hello"), ("application/dicom", &sample()[0].bytes)]);
+    let (ct, body) = multipart(&[
+        ("text/plain", b"hello"),
+        ("application/dicom", &sample()[0].bytes),
+    ]);
     let (status, resp) = srv.stow_raw(&url, &ct, body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{resp}");
     assert_eq!(referenced(&resp).len(), 1);
@@ -266,9 +330,13 @@ async fn empty_or_malformed_bodies_are_400() {
     let srv = start().await;
     let url = format!("{}/studies", srv.dicomweb);
     let ct = format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}");
-    let (status, _) = srv.stow_raw(&url, &ct, format!("--{BOUNDARY}--\r\n").into_bytes()).await;
+    let (status, _) = srv
+        .stow_raw(&url, &ct, format!("--{BOUNDARY}--\r\n").into_bytes())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = srv.stow_raw(&url, &ct, b"no boundary anywhere".to_vec()).await;
+    let (status, _) = srv
+        .stow_raw(&url, &ct, b"no boundary anywhere".to_vec())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 

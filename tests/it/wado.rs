@@ -11,8 +11,14 @@ use crate::common::*;
 const ANY_DICOM: &str = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
 
 fn pixel_bytes(file: &[u8]) -> Vec<u8> {
-    let obj = dicom_object::OpenFileOptions::new().from_reader(file).unwrap();
-    obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().to_vec()
+    let obj = dicom_object::OpenFileOptions::new()
+        .from_reader(file)
+        .unwrap();
+    obj.element(tags::PIXEL_DATA)
+        .unwrap()
+        .to_bytes()
+        .unwrap()
+        .to_vec()
 }
 
 fn instance_path(g: &aina_sample::Generated) -> String {
@@ -25,10 +31,16 @@ fn instance_path(g: &aina_sample::Generated) -> String {
 #[tokio::test]
 async fn study_and_series_retrieve_return_every_instance() {
     let srv = start().await;
-    let mg: Vec<_> = sample().iter().filter(|g| g.modality == "MG").take(4).collect();
+    let mg: Vec<_> = sample()
+        .iter()
+        .filter(|g| g.modality == "MG")
+        .take(4)
+        .collect();
     let files: Vec<&[u8]> = mg.iter().map(|g| g.bytes.as_slice()).collect();
     assert_eq!(srv.stow(&files).await.0, StatusCode::OK);
-    let parts = srv.retrieve_original(&format!("/studies/{}", mg[0].study_instance_uid)).await;
+    let parts = srv
+        .retrieve_original(&format!("/studies/{}", mg[0].study_instance_uid))
+        .await;
     let mut got: Vec<String> = parts.iter().map(|p| sha256(p)).collect();
     let mut want: Vec<String> = mg.iter().map(|g| sha256(&g.bytes)).collect();
     got.sort();
@@ -44,13 +56,20 @@ async fn study_and_series_retrieve_return_every_instance() {
     // No transfer-syntax parameter: the default, Explicit VR Little Endian, which
     // is how the sample is stored — same bytes, and the part says so.
     let res = srv
-        .get(&instance_path(mg[0]), "multipart/related; type=\"application/dicom\"")
+        .get(
+            &instance_path(mg[0]),
+            "multipart/related; type=\"application/dicom\"",
+        )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
     let body = res.bytes().await.unwrap();
     let parts = split_multipart(&ct, &body);
-    assert!(parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"), "{}", parts[0].0);
+    assert!(
+        parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"),
+        "{}",
+        parts[0].0
+    );
     assert_eq!(sha256(&parts[0].1), sha256(&mg[0].bytes));
 }
 
@@ -60,9 +79,13 @@ async fn unknown_uids_are_404_and_bad_ones_400() {
     assert_eq!(srv.stow(&[&sample()[0].bytes]).await.0, StatusCode::OK);
     let res = srv.get("/studies/1.2.3.4.5", ANY_DICOM).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    let res = srv.get("/studies/1.2.3.4.5/metadata", "application/dicom+json").await;
+    let res = srv
+        .get("/studies/1.2.3.4.5/metadata", "application/dicom+json")
+        .await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
-    let res = srv.get("/studies/1.2.x/metadata", "application/dicom+json").await;
+    let res = srv
+        .get("/studies/1.2.x/metadata", "application/dicom+json")
+        .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     let res = srv.get("/studies/1.2.3", "text/html").await;
     assert_eq!(res.status(), StatusCode::NOT_ACCEPTABLE);
@@ -74,7 +97,10 @@ async fn metadata_has_absolute_bulk_data_uris_etags_and_compression() {
     let g = sample().iter().find(|g| g.modality == "MG").unwrap();
     assert_eq!(srv.stow(&[&g.bytes]).await.0, StatusCode::OK);
     let res = srv
-        .get(&format!("/studies/{}/metadata", g.study_instance_uid), "application/dicom+json")
+        .get(
+            &format!("/studies/{}/metadata", g.study_instance_uid),
+            "application/dicom+json",
+        )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-type"], "application/dicom+json");
@@ -91,7 +117,10 @@ async fn metadata_has_absolute_bulk_data_uris_etags_and_compression() {
     let res = srv
         .client
         .get(uri)
-        .header("accept", "multipart/related; type=\"application/octet-stream\"")
+        .header(
+            "accept",
+            "multipart/related; type=\"application/octet-stream\"",
+        )
         .send()
         .await
         .unwrap();
@@ -104,7 +133,10 @@ async fn metadata_has_absolute_bulk_data_uris_etags_and_compression() {
     // Revalidation.
     let res = srv
         .client
-        .get(format!("{}/studies/{}/metadata", srv.dicomweb, g.study_instance_uid))
+        .get(format!(
+            "{}/studies/{}/metadata",
+            srv.dicomweb, g.study_instance_uid
+        ))
         .header("if-none-match", &etag)
         .send()
         .await
@@ -115,18 +147,30 @@ async fn metadata_has_absolute_bulk_data_uris_etags_and_compression() {
     for enc in ["gzip", "zstd"] {
         let res = srv
             .client
-            .get(format!("{}/studies/{}/metadata", srv.dicomweb, g.study_instance_uid))
+            .get(format!(
+                "{}/studies/{}/metadata",
+                srv.dicomweb, g.study_instance_uid
+            ))
             .header("accept-encoding", enc)
             .send()
             .await
             .unwrap();
         assert_eq!(res.headers()["content-encoding"], enc);
-        assert!(res.headers()["vary"].to_str().unwrap().to_lowercase().contains("accept-encoding"));
+        assert!(
+            res.headers()["vary"]
+                .to_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("accept-encoding")
+        );
     }
     // Series and instance level metadata.
     let series: Vec<Value> = srv
         .get(
-            &format!("/studies/{}/series/{}/metadata", g.study_instance_uid, g.series_instance_uid),
+            &format!(
+                "/studies/{}/series/{}/metadata",
+                g.study_instance_uid, g.series_instance_uid
+            ),
             "application/dicom+json",
         )
         .await
@@ -135,7 +179,10 @@ async fn metadata_has_absolute_bulk_data_uris_etags_and_compression() {
         .unwrap();
     assert_eq!(series.len(), 1);
     let inst: Vec<Value> = srv
-        .get(&format!("{}/metadata", instance_path(g)), "application/dicom+json")
+        .get(
+            &format!("{}/metadata", instance_path(g)),
+            "application/dicom+json",
+        )
         .await
         .json()
         .await
@@ -153,7 +200,9 @@ async fn native_frames_are_the_pixel_bytes() {
         "multipart/related; type=application/octet-stream; transfer-syntax=*",
         "*/*",
     ] {
-        let res = srv.get(&format!("{}/frames/1", instance_path(g)), accept).await;
+        let res = srv
+            .get(&format!("{}/frames/1", instance_path(g)), accept)
+            .await;
         assert_eq!(res.status(), StatusCode::OK, "{accept}");
         let etag = res.headers().get("etag").cloned();
         assert!(etag.is_some());
@@ -164,18 +213,26 @@ async fn native_frames_are_the_pixel_bytes() {
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].1, pixel_bytes(&g.bytes), "{accept}");
     }
-    let res = srv.get(&format!("{}/frames/2", instance_path(g)), "*/*").await;
+    let res = srv
+        .get(&format!("{}/frames/2", instance_path(g)), "*/*")
+        .await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     for bad in ["0", "1,x", "-1", "1;2"] {
-        let res = srv.get(&format!("{}/frames/{bad}", instance_path(g)), "*/*").await;
+        let res = srv
+            .get(&format!("{}/frames/{bad}", instance_path(g)), "*/*")
+            .await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
 }
 
 #[tokio::test]
 async fn multi_frame_and_encapsulated_frames() {
-    let Some(rle) = corpus("pydicom-data__emri_small_RLE.dcm") else { return };
-    let Some(native) = corpus("pydicom-data__emri_small.dcm") else { return };
+    let Some(rle) = corpus("pydicom-data__emri_small_RLE.dcm") else {
+        return;
+    };
+    let Some(native) = corpus("pydicom-data__emri_small.dcm") else {
+        return;
+    };
     // The two files share their SOP Instance UID, so each goes to its own archive.
     let rle_srv = start().await;
     let native_srv = start().await;
@@ -189,9 +246,13 @@ async fn multi_frame_and_encapsulated_frames() {
     let srv = &rle_srv;
 
     // RLE: each frame is its fragment, in its own media type.
-    let obj = dicom_object::OpenFileOptions::new().from_reader(&rle[..]).unwrap();
+    let obj = dicom_object::OpenFileOptions::new()
+        .from_reader(&rle[..])
+        .unwrap();
     let fragments: Vec<Vec<u8>> = match obj.element(tags::PIXEL_DATA).unwrap().value() {
-        dicom_core::DicomValue::PixelSequence(seq) => seq.fragments().iter().map(|f| f.to_vec()).collect(),
+        dicom_core::DicomValue::PixelSequence(seq) => {
+            seq.fragments().iter().map(|f| f.to_vec()).collect()
+        }
         _ => panic!("RLE file is not encapsulated"),
     };
     let res = srv
@@ -226,7 +287,10 @@ async fn multi_frame_and_encapsulated_frames() {
     let res = srv
         .client
         .get(format!("{}/frames/2", url(1)))
-        .header("accept", "multipart/related; type=\"application/octet-stream\"")
+        .header(
+            "accept",
+            "multipart/related; type=\"application/octet-stream\"",
+        )
         .send()
         .await
         .unwrap();
@@ -236,7 +300,9 @@ async fn multi_frame_and_encapsulated_frames() {
 }
 
 fn obj_frames(file: &[u8]) -> usize {
-    let obj = dicom_object::OpenFileOptions::new().from_reader(file).unwrap();
+    let obj = dicom_object::OpenFileOptions::new()
+        .from_reader(file)
+        .unwrap();
     obj.element(tags::NUMBER_OF_FRAMES)
         .map(|e| e.to_int::<usize>().unwrap())
         .unwrap_or(1)
@@ -244,30 +310,54 @@ fn obj_frames(file: &[u8]) -> usize {
 
 #[tokio::test]
 async fn implicit_vr_is_served_as_explicit_vr_on_the_web() {
-    let Some(implicit) = corpus("pydicom__MR_small_implicit.dcm") else { return };
+    let Some(implicit) = corpus("pydicom__MR_small_implicit.dcm") else {
+        return;
+    };
     let srv = start().await;
     let (status, resp) = srv.stow(&[&implicit]).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
     let url = string(&resp["00081199"]["Value"][0], "00081190").unwrap();
-    let res = srv.client.get(&url).header("accept", ANY_DICOM).send().await.unwrap();
+    let res = srv
+        .client
+        .get(&url)
+        .header("accept", ANY_DICOM)
+        .send()
+        .await
+        .unwrap();
     let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
     let body = res.bytes().await.unwrap();
     let parts = split_multipart(&ct, &body);
-    assert!(parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"), "{}", parts[0].0);
-    let served = dicom_object::OpenFileOptions::new().from_reader(&parts[0].1[..]).unwrap();
-    let original = dicom_object::OpenFileOptions::new().from_reader(&implicit[..]).unwrap();
+    assert!(
+        parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"),
+        "{}",
+        parts[0].0
+    );
+    let served = dicom_object::OpenFileOptions::new()
+        .from_reader(&parts[0].1[..])
+        .unwrap();
+    let original = dicom_object::OpenFileOptions::new()
+        .from_reader(&implicit[..])
+        .unwrap();
     assert_eq!(served.meta().transfer_syntax(), "1.2.840.10008.1.2.1");
     // Same data set: every element has the same value.
     for elem in original.iter() {
         let other = served.element(elem.tag()).unwrap();
-        assert_eq!(other.to_bytes().ok(), elem.to_bytes().ok(), "{}", elem.tag());
+        assert_eq!(
+            other.to_bytes().ok(),
+            elem.to_bytes().ok(),
+            "{}",
+            elem.tag()
+        );
     }
     assert_eq!(served.iter().count(), original.iter().count());
     // Asking for implicit VR explicitly is refused.
     let res = srv
         .client
         .get(&url)
-        .header("accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2")
+        .header(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2",
+        )
         .send()
         .await
         .unwrap();
@@ -276,7 +366,9 @@ async fn implicit_vr_is_served_as_explicit_vr_on_the_web() {
 
 #[tokio::test]
 async fn compressed_instance_asked_uncompressed_is_406() {
-    let Some(j2k) = corpus("pydicom-data__RG1_J2KR.dcm") else { return };
+    let Some(j2k) = corpus("pydicom-data__RG1_J2KR.dcm") else {
+        return;
+    };
     let srv = start().await;
     let (status, resp) = srv.stow(&[&j2k]).await;
     assert_eq!(status, StatusCode::OK, "{resp}");
@@ -284,7 +376,10 @@ async fn compressed_instance_asked_uncompressed_is_406() {
     let res = srv
         .client
         .get(&url)
-        .header("accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1")
+        .header(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1",
+        )
         .send()
         .await
         .unwrap();
@@ -302,7 +397,11 @@ async fn compressed_instance_asked_uncompressed_is_406() {
     let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
     let body = res.bytes().await.unwrap();
     let frame = &split_multipart(&ct, &body)[0].1;
-    assert_eq!(&frame[..2], &[0xFF, 0x4F], "JPEG 2000 codestream starts with SOC");
+    assert_eq!(
+        &frame[..2],
+        &[0xFF, 0x4F],
+        "JPEG 2000 codestream starts with SOC"
+    );
 }
 
 #[tokio::test]
@@ -315,23 +414,41 @@ async fn wado_uri_returns_the_file() {
         g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
     );
     for root in [srv.root.clone(), srv.dicomweb.clone()] {
-        let res = srv.client.get(format!("{root}/wado?{q}")).send().await.unwrap();
+        let res = srv
+            .client
+            .get(format!("{root}/wado?{q}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.headers()["content-type"], "application/dicom");
         assert_eq!(sha256(&res.bytes().await.unwrap()), sha256(&g.bytes));
     }
-    let res = srv.client.get(format!("{}/wado?requestType=WADO", srv.root)).send().await.unwrap();
+    let res = srv
+        .client
+        .get(format!("{}/wado?requestType=WADO", srv.root))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     let res = srv
         .client
-        .get(format!("{}/wado?{}", srv.root, q.replace("application%2Fdicom", "image%2Fjpeg")))
+        .get(format!(
+            "{}/wado?{}",
+            srv.root,
+            q.replace("application%2Fdicom", "image%2Fjpeg")
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_ACCEPTABLE);
     let res = srv
         .client
-        .get(format!("{}/wado?{}", srv.root, q.replace(&g.sop_instance_uid, "1.2.3")))
+        .get(format!(
+            "{}/wado?{}",
+            srv.root,
+            q.replace(&g.sop_instance_uid, "1.2.3")
+        ))
         .send()
         .await
         .unwrap();
@@ -348,7 +465,11 @@ async fn instance_etag_revalidates() {
     let first = res.bytes().await.unwrap();
     let res = srv.get(&instance_path(g), ANY_DICOM).await;
     assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
-    assert_eq!(res.bytes().await.unwrap(), first, "same request, same bytes");
+    assert_eq!(
+        res.bytes().await.unwrap(),
+        first,
+        "same request, same bytes"
+    );
     let res = srv
         .client
         .get(format!("{}{}", srv.dicomweb, instance_path(g)))
@@ -365,7 +486,10 @@ async fn cors_allows_browser_viewers() {
     let srv = start().await;
     let res = srv
         .client
-        .request(reqwest::Method::OPTIONS, format!("{}/studies", srv.dicomweb))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/studies", srv.dicomweb),
+        )
         .header("origin", "http://viewer.example")
         .header("access-control-request-method", "GET")
         .header("access-control-request-headers", "accept")
@@ -391,14 +515,22 @@ async fn cors_allows_browser_viewers() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.headers()["access-control-allow-origin"], "http://ohif.example");
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "http://ohif.example"
+    );
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
     let srv = start().await;
     for p in ["/healthz", "/readyz"] {
-        let res = srv.client.get(format!("{}{p}", srv.root)).send().await.unwrap();
+        let res = srv
+            .client
+            .get(format!("{}{p}", srv.root))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{p}");
     }
 }
