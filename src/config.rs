@@ -23,22 +23,22 @@ pub struct Settings {
     #[arg(long = "config", env = "AINA_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// HTTP listen address [default: 127.0.0.1:8080].
+    /// HTTP listen address (default: 127.0.0.1:8080).
     #[arg(long = "http", env = "AINA_HTTP_ADDR", value_name = "ADDR")]
     pub http: Option<SocketAddr>,
-    /// DICOM listen address [default: 127.0.0.1:11112].
+    /// DICOM listen address (default: 127.0.0.1:11112).
     #[arg(long = "dicom", env = "AINA_DICOM_ADDR", value_name = "ADDR")]
     pub dicom: Option<SocketAddr>,
-    /// Our DICOM AE title [default: AINA].
+    /// Our DICOM AE title (default: AINA).
     #[arg(long = "ae-title", env = "AINA_AE_TITLE", value_name = "AET")]
     pub ae_title: Option<String>,
-    /// Data directory [default: ./aina-data].
+    /// Data directory (default: ./aina-data).
     #[arg(long = "data", env = "AINA_DATA_DIR", value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Index database URL [default: sqlite://<data>/index.db].
+    /// Index database URL (default: `sqlite://DATA/index.db`).
     #[arg(long = "database", env = "AINA_DATABASE_URL", value_name = "URL")]
     pub database: Option<String>,
-    /// Object storage URL [default: file://<data>/objects].
+    /// Object storage URL (default: `file://DATA/objects`).
     #[arg(long = "storage", env = "AINA_STORAGE_URL", value_name = "URL")]
     pub storage: Option<String>,
     /// C-MOVE destination and allowed caller, AET=HOST:PORT (repeatable).
@@ -50,10 +50,10 @@ pub struct Settings {
     )]
     pub dicom_peer: Vec<String>,
     /// What to do with different bytes under a stored SOP Instance UID
-    /// [default: reject].
+    /// (default: reject).
     #[arg(long = "conflict-policy", env = "AINA_CONFLICT_POLICY", value_enum)]
     pub conflict_policy: Option<ConflictPolicyArg>,
-    /// Origins allowed by CORS, comma-separated; `*` for any [default: *].
+    /// Origins allowed by CORS, comma-separated; `*` for any (default: *).
     #[arg(
         long = "cors-origin",
         env = "AINA_CORS_ORIGINS",
@@ -61,12 +61,12 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub cors_origin: Vec<String>,
-    /// Largest single instance accepted, in bytes [default: 4 GiB]. Each instance
+    /// Largest single instance accepted, in bytes (default: 4 GiB). Each instance
     /// being ingested is held in memory once; a request may carry any number.
     #[arg(long = "max-instance-bytes", env = "AINA_MAX_INSTANCE_BYTES")]
     pub max_instance_bytes: Option<u64>,
     /// Public base URL of the server (e.g. behind a proxy), used in RetrieveURL and
-    /// BulkDataURI [default: from the request's Host header].
+    /// BulkDataURI (default: from the request's Host header).
     #[arg(long = "public-url", env = "AINA_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
 }

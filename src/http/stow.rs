@@ -236,7 +236,7 @@ fn record(
             if !refused.error.is_input_error() {
                 tracing::error!(error = ?refused.error, "instance not stored");
             }
-            let failure_reason = match &refused.error {
+            let failure_reason = match &*refused.error {
                 IngestError::Conflict { .. } => stow::failure::DUPLICATE_SOP_INSTANCE,
                 IngestError::StudyMismatch { .. } => {
                     stow::failure::DATA_SET_DOES_NOT_MATCH_SOP_CLASS
@@ -249,7 +249,7 @@ fn record(
                 _ => stow::failure::CANNOT_UNDERSTAND,
             };
             let detail = if refused.error.is_input_error() {
-                error_chain(&refused.error)
+                error_chain(&*refused.error)
             } else {
                 "the archive could not store the instance; see the server log".to_owned()
             };

@@ -5,7 +5,7 @@
 //! durable before ingest answers success, busy timeout, foreign keys), the
 //! split into one writer connection and a few readers, migrations from
 //! `migrations/sqlite`, and the insert/remove transactions. QIDO translation and
-//! row building live in [`super::query`], shared with PostgreSQL.
+//! row building live in the `query` module, shared with PostgreSQL.
 //!
 //! SQLite has one writer. Writes go through a pool of exactly one connection, so
 //! concurrent ingest queues in-process instead of spinning on `SQLITE_BUSY`, and

@@ -108,7 +108,8 @@ impl IngestError {
 pub struct Refused {
     pub sop_class_uid: Option<String>,
     pub sop_instance_uid: Option<String>,
-    pub error: IngestError,
+    /// Boxed: refusals are the rare path, and the error is large.
+    pub error: Box<IngestError>,
 }
 
 /// How a stored instance went in.
@@ -181,10 +182,10 @@ impl Ingest {
             return Err(Refused {
                 sop_class_uid: None,
                 sop_instance_uid: None,
-                error: IngestError::TooLarge {
+                error: Box::new(IngestError::TooLarge {
                     size,
                     max: self.max_instance_bytes,
-                },
+                }),
             });
         }
         let opts = self.container.clone();
@@ -194,7 +195,7 @@ impl Ingest {
             .map_err(|e| Refused {
                 sop_class_uid: None,
                 sop_instance_uid: None,
-                error: IngestError::Task(e),
+                error: Box::new(IngestError::Task(e)),
             })??;
         let Prepared {
             record,
@@ -204,7 +205,7 @@ impl Ingest {
         let refused = |error| Refused {
             sop_class_uid: Some(record.sop_class_uid.clone()),
             sop_instance_uid: Some(record.sop_instance_uid.clone()),
-            error,
+            error: Box::new(error),
         };
         self.store
             .put(&record.object_key, object)
@@ -276,7 +277,7 @@ pub fn prepare(
     let bare = |error| Refused {
         sop_class_uid: None,
         sop_instance_uid: None,
-        error,
+        error: Box::new(error),
     };
     let layout = layout::locate(bytes).map_err(|e| bare(IngestError::Layout(e)))?;
     let ts_uid = layout.transfer_syntax_uid.clone();
@@ -293,7 +294,7 @@ pub fn prepare(
     let refused = |error| Refused {
         sop_class_uid: Some(sop_class_uid.clone()),
         sop_instance_uid: Some(sop_instance_uid.clone()),
-        error,
+        error: Box::new(error),
     };
     let study = uid(&obj, tags::STUDY_INSTANCE_UID, "StudyInstanceUID").map_err(refused)?;
     let series = uid(&obj, tags::SERIES_INSTANCE_UID, "SeriesInstanceUID").map_err(refused)?;
@@ -347,7 +348,7 @@ pub fn prepare(
         study_id: text(&obj, tags::STUDY_ID),
         study_description: text(&obj, tags::STUDY_DESCRIPTION),
         timezone_offset_from_utc: text(&obj, tags::TIMEZONE_OFFSET_FROM_UTC),
-        attrs_json: pick(map, |t| is_study_level(t)),
+        attrs_json: pick(map, is_study_level),
     };
     let series_attrs = SeriesAttrs {
         modality: text(&obj, tags::MODALITY),
