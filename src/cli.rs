@@ -121,9 +121,10 @@ async fn load_demo(state: &AppState, scale: f32) -> anyhow::Result<()> {
     let set = tokio::task::spawn_blocking(move || aina_sample::demo_set(&opts)).await?;
     let count = set.len();
     for g in set {
+        let slot = state.ingest.slot().await;
         state
             .ingest
-            .ingest(Bytes::from(g.bytes), None)
+            .ingest(slot, Bytes::from(g.bytes), None)
             .await
             .map_err(|r| anyhow::anyhow!("demo instance {}: {}", g.file_name, r.error))?;
     }
@@ -181,13 +182,14 @@ async fn import(
         let ingest = state.ingest.clone();
         let bytes_done = bytes_done.clone();
         async move {
+            let slot = ingest.slot().await;
             let data = match tokio::fs::read(&path).await {
                 Ok(d) => d,
                 Err(e) => return (path, Err(format!("cannot read: {e}"))),
             };
             bytes_done.fetch_add(data.len() as u64, Ordering::Relaxed);
             let r = ingest
-                .ingest(Bytes::from(data), None)
+                .ingest(slot, Bytes::from(data), None)
                 .await
                 .map_err(|r| format!("{}", ErrorChain(&r.error)));
             (path, r)

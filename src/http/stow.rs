@@ -81,6 +81,8 @@ async fn store(
     let mut parts = 0usize;
     let max = state.ingest.max_instance_bytes();
     loop {
+        // The slot is taken before the part is read into memory (see Ingest::slot).
+        let slot = state.ingest.slot().await;
         let next = match reader.next_part().await {
             Ok(Some(part)) => part,
             Ok(None) => break,
@@ -152,7 +154,7 @@ async fn store(
         let study = study.clone();
         let bytes = buf.freeze();
         in_flight.push_back(tokio::spawn(async move {
-            ingest.ingest(bytes, study.as_deref()).await
+            ingest.ingest(slot, bytes, study.as_deref()).await
         }));
         if in_flight.len() >= 2
             && let Some(task) = in_flight.pop_front()

@@ -146,6 +146,13 @@ pub struct Ingest {
     policy: ConflictPolicy,
     container: ContainerOptions,
     max_instance_bytes: u64,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Permission to hold one instance in memory and ingest it; see [`Ingest::slot`].
+/// Released when dropped.
+pub struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Ingest {
@@ -155,13 +162,30 @@ impl Ingest {
         policy: ConflictPolicy,
         max_instance_bytes: u64,
     ) -> Self {
+        // Ingest is CPU-bound: two instances per core keep every core busy while
+        // one waits on the disk, and more would only hold more memory.
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         Self {
             store,
             index,
             policy,
             container: ContainerOptions::default(),
             max_instance_bytes,
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
         }
+    }
+
+    /// Waits for a free ingest slot. Take it *before* reading an instance into
+    /// memory: the slots bound how many instances the whole server holds at once,
+    /// whatever the number of clients (the others wait, with TCP backpressure).
+    pub async fn slot(&self) -> Slot {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the ingest semaphore is never closed");
+        Slot { _permit: permit }
     }
 
     /// The largest instance accepted.
@@ -174,6 +198,7 @@ impl Ingest {
     #[tracing::instrument(skip_all, fields(size = bytes.len()))]
     pub async fn ingest(
         &self,
+        _slot: Slot,
         bytes: Bytes,
         expected_study: Option<&str>,
     ) -> Result<Accepted, Refused> {
