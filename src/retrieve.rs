@@ -156,33 +156,25 @@ impl Retrieve {
         async move {
             let index = Arc::new(parse_table(&key, &table)?);
             let batches = batches(&index);
-            let stream = futures::stream::iter(batches).then(move |(range, segs)| {
-                let store = store.clone();
-                let key = key.clone();
-                let index = index.clone();
-                async move {
-                    let stored = store.get_range(&key, range.clone()).await?;
-                    let key2 = key.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let mut out = Vec::new();
-                        for i in segs {
-                            let seg = &index.segments[i];
-                            let start = (seg.stored_offset - range.start) as usize;
-                            let end = start + seg.stored_len as usize;
-                            let raw = container::decode_segment(seg, &stored[start..end]).map_err(
-                                |source| RetrieveError::Damaged {
-                                    key: key2.clone(),
-                                    source,
-                                },
-                            )?;
-                            out.extend_from_slice(&raw);
-                        }
-                        Ok::<_, RetrieveError>(Bytes::from(out))
-                    })
-                    .await
-                    .map_err(RetrieveError::Task)?
-                }
-            });
+            // Each batch is one ranged read, its segments decoded in parallel
+            // (rayon); the next batch is read and decoded while this one is sent.
+            let stream = futures::stream::iter(batches)
+                .map(move |(range, segs)| {
+                    let store = store.clone();
+                    let key = key.clone();
+                    let index = index.clone();
+                    async move {
+                        let stored = store.get_range(&key, range.clone()).await?;
+                        tokio::task::spawn_blocking(move || {
+                            decode_batch(&index, &segs, &stored, range.start).map_err(|source| {
+                                RetrieveError::Damaged { key, source }
+                            })
+                        })
+                        .await
+                        .map_err(RetrieveError::Task)?
+                    }
+                })
+                .buffered(2);
             Ok::<_, RetrieveError>(stream)
         }
         .try_flatten_stream()
@@ -302,6 +294,26 @@ impl Retrieve {
 }
 
 use crate::store::container;
+
+/// Decodes the segments `segs` of a batch read from `base` onwards, in parallel,
+/// into one buffer in their order.
+fn decode_batch(
+    index: &ContainerIndex,
+    segs: &[usize],
+    stored: &[u8],
+    base: u64,
+) -> Result<Bytes, ContainerError> {
+    use rayon::prelude::*;
+    let parts: Vec<Vec<u8>> = segs
+        .par_iter()
+        .map(|&i| {
+            let seg = &index.segments[i];
+            let start = (seg.stored_offset - base) as usize;
+            container::decode_segment(seg, &stored[start..start + seg.stored_len as usize])
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Bytes::from(parts.concat()))
+}
 
 fn parse_table(key: &str, table: &[u8]) -> Result<ContainerIndex, RetrieveError> {
     ContainerIndex::from_bytes(table).map_err(|source| RetrieveError::Damaged {

@@ -1123,7 +1123,9 @@ trait Sample: Copy + Default {
     fn unzigzag(self) -> Self;
     /// Writes samples as byte planes: all low bytes, then all high bytes.
     fn to_planes(s: &[Self], planes: &mut [u8]);
-    fn from_planes(planes: &[u8], s: &mut [Self]);
+    /// Reads `s.len()` samples starting at sample `start` from byte planes of `n`
+    /// samples each.
+    fn from_planes_at(planes: &[u8], n: usize, start: usize, s: &mut [Self]);
 }
 
 impl Sample for u8 {
@@ -1156,8 +1158,8 @@ impl Sample for u8 {
     fn to_planes(s: &[Self], planes: &mut [u8]) {
         planes.copy_from_slice(s);
     }
-    fn from_planes(planes: &[u8], s: &mut [Self]) {
-        s.copy_from_slice(planes);
+    fn from_planes_at(planes: &[u8], _n: usize, start: usize, s: &mut [Self]) {
+        s.copy_from_slice(&planes[start..start + s.len()]);
     }
 }
 
@@ -1196,8 +1198,9 @@ impl Sample for u16 {
             *h = b;
         }
     }
-    fn from_planes(planes: &[u8], s: &mut [Self]) {
-        let (lo, hi) = planes.split_at(s.len());
+    fn from_planes_at(planes: &[u8], n: usize, start: usize, s: &mut [Self]) {
+        let lo = &planes[start..start + s.len()];
+        let hi = &planes[n + start..n + start + s.len()];
         for ((v, l), h) in s.iter_mut().zip(lo).zip(hi) {
             *v = u16::from_le_bytes([*l, *h]);
         }
@@ -1277,22 +1280,26 @@ fn predict<S: Sample>(raw: &[u8], w: usize, filter: Filter) -> Vec<u8> {
 }
 
 /// Residual byte planes → samples as little-endian bytes. The caller checked that
-/// `planes` is a whole number of samples and `w > 0`.
+/// `planes` is a whole number of samples and `w > 0`. One pass, row by row, with
+/// two row buffers that stay in cache: this is the hot path of every retrieve.
 fn unpredict<S: Sample>(planes: &[u8], w: usize, filter: Filter) -> Vec<u8> {
     let n = planes.len() / S::BYTES;
-    let mut res = vec![S::default(); n];
-    S::from_planes(planes, &mut res);
-    let mut s = vec![S::default(); n];
-    let mut start = 0;
-    for r in res.chunks(w) {
-        let (done, rest) = s.split_at_mut(start);
-        let prev = start.checked_sub(w).map(|p| &done[p..]);
-        restore_row(prev, r, &mut rest[..r.len()], filter);
-        start += r.len();
-    }
     let mut out = vec![0u8; n * S::BYTES];
-    for (v, b) in s.iter().zip(out.chunks_exact_mut(S::BYTES)) {
-        v.store(b);
+    let mut res = vec![S::default(); w];
+    let mut prev = vec![S::default(); w];
+    let mut cur = vec![S::default(); w];
+    let mut start = 0;
+    while start < n {
+        let len = w.min(n - start);
+        S::from_planes_at(planes, n, start, &mut res[..len]);
+        let above = (start > 0).then_some(&prev[..len]);
+        restore_row(above, &res[..len], &mut cur[..len], filter);
+        let bytes = &mut out[start * S::BYTES..(start + len) * S::BYTES];
+        for (v, b) in cur[..len].iter().zip(bytes.chunks_exact_mut(S::BYTES)) {
+            v.store(b);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+        start += len;
     }
     out
 }
