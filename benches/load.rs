@@ -130,8 +130,8 @@ impl Plan {
         } else {
             Plan {
                 scale: 0.5,
-                stow_requests: 48,
-                retrievals: 16,
+                stow_requests: 96,
+                retrievals: 48,
                 metadata_iters: 100,
                 series_instances: 500,
                 series_iters: 30,
@@ -676,10 +676,12 @@ where
 // ---------------------------------------------------------------------------
 // Server memory
 
-/// Samples VmRSS of a process every 100 ms.
+/// Samples VmRSS of a process every 100 ms: the peak over the whole run and
+/// the peak since the last [`RssSampler::phase_peak`].
 struct RssSampler {
     pid: u32,
     stop: Arc<AtomicBool>,
+    phase: Arc<AtomicU64>,
     handle: tokio::task::JoinHandle<u64>,
 }
 
@@ -705,18 +707,31 @@ fn loadavg() -> String {
 impl RssSampler {
     fn start(pid: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let phase = Arc::new(AtomicU64::new(0));
+        let (flag, phase_peak) = (stop.clone(), phase.clone());
         let handle = tokio::spawn(async move {
             let mut peak = 0;
             while !flag.load(Ordering::Relaxed) {
                 if let Some(kib) = status_kib(pid, "VmRSS:") {
                     peak = peak.max(kib);
+                    phase_peak.fetch_max(kib, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             peak
         });
-        RssSampler { pid, stop, handle }
+        RssSampler {
+            pid,
+            stop,
+            phase,
+            handle,
+        }
+    }
+
+    /// Peak VmRSS (KiB) since the previous call, and the current VmRSS.
+    fn phase_peak(&self) -> (u64, u64) {
+        let now = status_kib(self.pid, "VmRSS:").unwrap_or(0);
+        (self.phase.swap(now, Ordering::Relaxed).max(now), now)
     }
 
     /// Peak sampled VmRSS and the kernel's VmHWM, in KiB.
@@ -724,6 +739,20 @@ impl RssSampler {
         self.stop.store(true, Ordering::Relaxed);
         let peak = self.handle.await.unwrap_or(0);
         (peak, status_kib(self.pid, "VmHWM:"))
+    }
+}
+
+/// Report the server's peak RSS during the phase that just ended.
+fn phase_rss(sampler: Option<&RssSampler>, report: &mut Report, key: &str, phase: &str) {
+    if let Some(sampler) = sampler {
+        let (peak, now) = sampler.phase_peak();
+        report.push(
+            &format!("rss_{key}_mb"),
+            &format!("Server peak RSS during {phase}"),
+            "MB",
+            Some(peak as f64 * 1024.0 / 1e6),
+            format!("{:.0} MB at its end", now as f64 * 1024.0 / 1e6),
+        );
     }
 }
 
@@ -969,6 +998,7 @@ async fn ingest(
     data: &Data,
     plan: &Plan,
     nonce: u64,
+    sampler: Option<&RssSampler>,
 ) -> Vec<Stored> {
     let mut stored = Vec::new();
     for (phase, clients) in [(1u64, 1usize), (2, 4), (3, 16)] {
@@ -1033,6 +1063,12 @@ async fn ingest(
             "instances/s",
             (ok_instances > 0).then(|| ok_instances as f64 / secs),
             String::new(),
+        );
+        phase_rss(
+            sampler,
+            report,
+            &format!("stow_c{clients}"),
+            &format!("STOW-RS, {who}"),
         );
     }
     stored
@@ -1468,13 +1504,18 @@ async fn run(
     let load_start = loadavg();
     let sampler = args.server_pid.map(RssSampler::start);
 
-    let stored = ingest(&ctx, &mut report, &data, &plan, nonce).await;
+    let s = sampler.as_ref();
+    let stored = ingest(&ctx, &mut report, &data, &plan, nonce, s).await;
     retrieve(&ctx, &mut report, &stored, &plan).await;
+    phase_rss(s, &mut report, "wado", "WADO-RS retrieve");
     metadata(&ctx, &mut report, &stored, &plan).await;
     series_metadata(&ctx, &mut report, &data, &plan, nonce).await;
+    phase_rss(s, &mut report, "metadata", "metadata");
     frame(&ctx, &mut report, &data, &plan, nonce).await;
+    phase_rss(s, &mut report, "frame", "frames");
     if let Some(set) = data.qido.take() {
         qido(&ctx, &mut report, set, &plan).await;
+        phase_rss(s, &mut report, "qido", "QIDO load and queries");
     }
 
     report.push(

@@ -13,7 +13,7 @@ use crate::ingest::Ingest;
 use crate::retrieve::Retrieve;
 use crate::store::Store;
 
-/// Everything a request handler (HTTP now, DIMSE later) needs. Cheap to clone.
+/// Everything a request handler (HTTP, DIMSE) needs. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     /// The one ingest path (STOW-RS, C-STORE, import).
@@ -74,9 +74,12 @@ impl AppState {
 pub struct Server {
     /// The address the HTTP listener is bound to.
     pub http_addr: SocketAddr,
+    /// The address the DICOM (DIMSE) listener is bound to.
+    pub dicom_addr: SocketAddr,
     /// The state the server runs on.
     pub state: AppState,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    dicom_task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -93,22 +96,33 @@ impl Server {
                 .await
         });
         tracing::info!(%http_addr, "HTTP listening; DICOMweb root /dicomweb");
+        let dicom = TcpListener::bind(state.config.dicom)
+            .await
+            .with_context(|| format!("binding DICOM to {}", state.config.dicom))?;
+        let dicom_addr = dicom.local_addr()?;
+        let dicom_task = tokio::spawn(crate::dimse::serve(dicom, state.clone()));
+        tracing::info!(%dicom_addr, ae_title = state.config.ae_title, "DICOM listening");
         Ok(Self {
             http_addr,
+            dicom_addr,
             state,
             task,
+            dicom_task,
         })
     }
 
     /// Waits until the server stops (Ctrl-C or SIGTERM).
     pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await.context("server task")??;
+        let result = self.task.await;
+        self.dicom_task.abort();
+        result.context("server task")??;
         Ok(())
     }
 
     /// Stops serving at once.
     pub fn abort(&self) {
         self.task.abort();
+        self.dicom_task.abort();
     }
 }
 

@@ -8,6 +8,7 @@
 //!   instance container.
 //! - [`index`]: the SQL metadata index (SQLite; PostgreSQL later) and QIDO-RS.
 //! - [`http`]: axum routes for DICOMweb (STOW-RS, QIDO-RS, WADO-RS, WADO-URI).
+//! - [`dimse`]: the DICOM listener: C-ECHO, C-STORE and C-FIND SCP.
 //! - [`app`]: the shared state handed to every entry point.
 //! - [`retrieve`]: reading instances, frames, bulk data and metadata back.
 //! - [`cli`]: `aina serve | import | verify | reindex`.
@@ -15,6 +16,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dimse;
 pub mod http;
 pub mod index;
 pub mod ingest;

@@ -166,9 +166,8 @@ impl Retrieve {
                     async move {
                         let stored = store.get_range(&key, range.clone()).await?;
                         tokio::task::spawn_blocking(move || {
-                            decode_batch(&index, &segs, &stored, range.start).map_err(|source| {
-                                RetrieveError::Damaged { key, source }
-                            })
+                            decode_batch(&index, &segs, &stored, range.start)
+                                .map_err(|source| RetrieveError::Damaged { key, source })
                         })
                         .await
                         .map_err(RetrieveError::Task)?

@@ -616,6 +616,17 @@ pub fn parse_query(
     })
 }
 
+/// One matching key from an attribute's value as a DIMSE C-FIND identifier
+/// carries it (PS3.4 C.2.2.2): the same rules as a QIDO-RS parameter, with the
+/// tag and VR given rather than looked up, and the value already decoded from the
+/// identifier's character set. A UID list is backslash-separated there. Errors
+/// name the attribute as 8 hex digits.
+pub fn attribute_match(tag: Tag, vr: VR, value: &str) -> Result<AttributeMatch, QidoError> {
+    let param = format!("{:04X}{:04X}", tag.group(), tag.element());
+    let kind = parse_match(&param, vr, value)?;
+    Ok(AttributeMatch { tag, vr, kind })
+}
+
 /// Combines two matches of one UI attribute given as repeated keys.
 fn merge_uid_lists(a: &MatchKind, b: &MatchKind) -> MatchKind {
     let uids = |k: &MatchKind| match k {
@@ -973,6 +984,25 @@ mod tests {
         let err = parse_query(QueryLevel::Study, q, 100).unwrap_err();
         let message = err.to_string();
         assert!(message.contains(&format!("`{param}`")), "{message}");
+    }
+
+    #[test]
+    fn attribute_match_follows_the_query_rules() {
+        let m = attribute_match(tags::PATIENT_NAME, VR::PN, "иванов*").unwrap();
+        assert_eq!(m.kind, MatchKind::Wildcard("иванов*".into()));
+        let m = attribute_match(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3\\1.2.4").unwrap();
+        assert_eq!(
+            m.kind,
+            MatchKind::UidList(vec!["1.2.3".into(), "1.2.4".into()])
+        );
+        let m = attribute_match(tags::STUDY_DATE, VR::DA, "20240101-").unwrap();
+        assert_eq!(m.kind, range(Some("20240101"), None));
+        assert_eq!(
+            attribute_match(tags::MODALITY, VR::CS, "").unwrap().kind,
+            MatchKind::Universal
+        );
+        let err = attribute_match(tags::STUDY_DATE, VR::DA, "2024*").unwrap_err();
+        assert!(err.to_string().contains("`00080020`"), "{err}");
     }
 
     #[test]

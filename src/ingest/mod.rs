@@ -282,6 +282,63 @@ impl Ingest {
             warning,
         })
     }
+
+    /// Ingests a data set received over DIMSE (C-STORE, PS3.7 §9.1.1). The PS3.10
+    /// file is built around the data set's bytes as they arrived: File Meta
+    /// Information (PS3.10 §7.1) with the presentation context's transfer syntax,
+    /// the command's SOP class and instance, our AE title as
+    /// SourceApplicationEntityTitle and the caller's as
+    /// SendingApplicationEntityTitle. That file is the original from then on
+    /// (what C-GET and `transfer-syntax=*` return). `slot` was taken before the
+    /// data set was received (see [`Ingest::slot`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ingest_dimse(
+        &self,
+        slot: Slot,
+        data_set: Vec<u8>,
+        transfer_syntax_uid: &str,
+        sop_class_uid: &str,
+        sop_instance_uid: &str,
+        source_ae_title: &str,
+        sending_ae_title: &str,
+    ) -> Result<Accepted, Refused> {
+        let refused = |error| Refused {
+            sop_class_uid: Some(sop_class_uid.to_owned()),
+            sop_instance_uid: Some(sop_instance_uid.to_owned()),
+            error: Box::new(error),
+        };
+        for (name, value) in [
+            ("AffectedSOPClassUID", sop_class_uid),
+            ("AffectedSOPInstanceUID", sop_instance_uid),
+        ] {
+            if !is_valid_uid(value) {
+                return Err(refused(IngestError::InvalidUid {
+                    name,
+                    value: value.to_owned(),
+                }));
+            }
+        }
+        let meta = dicom_object::meta::FileMetaTableBuilder::new()
+            .transfer_syntax(transfer_syntax_uid)
+            .media_storage_sop_class_uid(sop_class_uid)
+            .media_storage_sop_instance_uid(sop_instance_uid)
+            .source_application_entity_title(source_ae_title)
+            .sending_application_entity_title(sending_ae_title)
+            .build();
+        let mut file = Vec::with_capacity(data_set.len() + 512);
+        file.extend_from_slice(&[0; 128]);
+        file.extend_from_slice(b"DICM");
+        // The builder only fails without a transfer syntax, which is always given,
+        // and writing valid UIDs into memory does not fail; still, no panic.
+        if meta.is_err() || meta.is_ok_and(|m| m.write(&mut file).is_err()) {
+            return Err(refused(IngestError::MissingAttribute(
+                "File Meta Information",
+            )));
+        }
+        file.extend_from_slice(&data_set);
+        drop(data_set);
+        self.ingest(slot, Bytes::from(file), None).await
+    }
 }
 
 /// An instance ready to be written: its container object and its index row.

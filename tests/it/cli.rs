@@ -125,6 +125,7 @@ fn import_verify_repair_reindex() {
     rt.block_on(async {
         let settings = aina::config::Settings {
             http: Some("127.0.0.1:0".parse().unwrap()),
+            dicom: Some("127.0.0.1:0".parse().unwrap()),
             data: Some(data.path().to_path_buf()),
             ..Default::default()
         };

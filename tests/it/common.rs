@@ -44,6 +44,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
         http: Some("127.0.0.1:0".parse().unwrap()),
+        dicom: Some("127.0.0.1:0".parse().unwrap()),
         data: Some(dir.path().to_path_buf()),
         ..Default::default()
     };

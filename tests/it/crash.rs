@@ -16,7 +16,14 @@ use crate::common::*;
 /// Starts `aina serve` on a free port; returns the child and its HTTP root.
 pub fn spawn_server(data: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aina"))
-        .args(["serve", "--http", "127.0.0.1:0", "--data"])
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--dicom",
+            "127.0.0.1:0",
+            "--data",
+        ])
         .arg(data)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")

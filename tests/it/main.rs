@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod crash;
+mod dimse;
 mod interop;
 mod large;
 mod qido;

@@ -1,0 +1,545 @@
+//! DIMSE against dcmtk, an independent implementation: echoscu, storescu (many
+//! files, several SOP classes and transfer syntaxes on one association),
+//! findscu (both models, every level, Cyrillic and Kazakh names), plus a raw
+//! dicom-ul client for C-CANCEL and bytes that are not DICOM at all. What goes
+//! in over DIMSE is checked over DICOMweb.
+//!
+//! Runs when `AINA_TEST_DCMTK` is set (`.ci/run` installs dcmtk and sets it).
+
+use std::path::{Path, PathBuf};
+use tokio::process::Command;
+
+use aina::dimse::message::{Command as DimseCommand, CommandWriter, NO_DATA_SET, field};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use crate::common::{self, TestServer, corpus, sample};
+
+fn dcmtk() -> bool {
+    if std::env::var_os("AINA_TEST_DCMTK").is_some() {
+        true
+    } else {
+        eprintln!("SKIPPED: set AINA_TEST_DCMTK=1 (dcmtk installed)");
+        false
+    }
+}
+
+fn port(srv: &TestServer) -> String {
+    srv.server.dicom_addr.port().to_string()
+}
+
+/// Runs a dcmtk tool against the server; returns (success, stdout + stderr).
+/// Asynchronously: the server runs on the test's runtime.
+async fn run(tool: &str, srv: &TestServer, args: &[&str], files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(tool)
+        .args(["-aec", "AINA"])
+        .args(args)
+        .args(["127.0.0.1", &port(srv)])
+        .args(files)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn echo_ok(srv: &TestServer) -> bool {
+    run("echoscu", srv, &[], &[]).await.0
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn open(bytes: &[u8]) -> DefaultDicomObject {
+    OpenFileOptions::new().from_reader(bytes).unwrap()
+}
+
+/// What a data set says, whatever its encoding: its attributes as DICOM JSON
+/// without Pixel Data, and the pixel data (native bytes or each fragment). The
+/// bytes are not compared: storescu re-encodes on the way (sequences of defined
+/// length go out with undefined length), so what arrived is not the file.
+fn content(obj: &DefaultDicomObject) -> (Value, Vec<Vec<u8>>) {
+    let mut data_set = obj.clone().into_inner();
+    let pixels = match data_set.take(tags::PIXEL_DATA).map(|e| e.into_value()) {
+        Some(dicom_core::DicomValue::PixelSequence(seq)) => seq.fragments().to_vec(),
+        Some(dicom_core::DicomValue::Primitive(p)) => vec![p.to_bytes().into_owned()],
+        _ => Vec::new(),
+    };
+    (dicom_json::to_value(&data_set).unwrap(), pixels)
+}
+
+fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element_opt(tag)
+        .unwrap()
+        .map(|e| e.to_str().unwrap().trim_end_matches(['\0', ' ']).to_owned())
+        .unwrap_or_default()
+}
+
+/// The instance's original bytes over WADO-RS (`transfer-syntax=*`).
+async fn retrieve(srv: &TestServer, obj: &DefaultDicomObject) -> Vec<u8> {
+    let path = format!(
+        "/studies/{}/series/{}/instances/{}",
+        text(obj, tags::STUDY_INSTANCE_UID),
+        text(obj, tags::SERIES_INSTANCE_UID),
+        text(obj, tags::SOP_INSTANCE_UID)
+    );
+    let mut parts = srv.retrieve_original(&path).await;
+    assert_eq!(parts.len(), 1, "{path}");
+    parts.remove(0)
+}
+
+#[tokio::test]
+async fn echo_survives_garbage_and_wrong_peers() {
+    if !dcmtk() {
+        return;
+    }
+    let srv = common::start().await;
+    assert!(echo_ok(&srv).await);
+
+    // Bytes that are not DICOM, a PDU header announcing 4 GB, a connection
+    // closed at once: each ends its own connection, never the server.
+    for garbage in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x01],
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect(),
+        Vec::new(),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(srv.server.dicom_addr)
+            .await
+            .unwrap();
+        let _ = s.write_all(&garbage).await;
+        let _ = s.shutdown().await;
+    }
+    assert!(echo_ok(&srv).await);
+
+    // A called AE title that is not ours is rejected at association time.
+    let out = Command::new("echoscu")
+        .args(["-aec", "NOT-AINA", "127.0.0.1", &port(&srv)])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+
+    // An unknown SOP class is not negotiated: storescu gives up, we stay up.
+    let dir = tempfile::tempdir().unwrap();
+    let odd = common::edit(&sample()[0].bytes, |o| {
+        o.update_meta(|m| m.media_storage_sop_class_uid = "1.2.3.4.5.6".into());
+        o.put_str(tags::SOP_CLASS_UID, dicom_core::VR::UI, "1.2.3.4.5.6");
+    });
+    let (ok, out) = run("storescu", &srv, &[], &[write(dir.path(), "odd.dcm", &odd)]).await;
+    assert!(!ok, "{out}");
+    assert!(echo_ok(&srv).await);
+}
+
+#[tokio::test]
+async fn store_many_then_serve_over_the_web() {
+    if !dcmtk() {
+        return;
+    }
+    let (Some(j2k), Some(rle)) = (
+        corpus("pydicom-data__RG1_J2KR.dcm"),
+        corpus("pydicom-data__emri_small_RLE.dcm"),
+    ) else {
+        return;
+    };
+    let srv = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Generated CR, DX and MG (Explicit VR Little Endian) and a JPEG 2000 file,
+    // on one association (-xv proposes JPEG 2000 lossless and the uncompressed
+    // syntaxes).
+    let mut originals: Vec<Vec<u8>> = sample().iter().take(8).map(|g| g.bytes.clone()).collect();
+    originals.push(j2k);
+    let files: Vec<PathBuf> = originals
+        .iter()
+        .enumerate()
+        .map(|(i, b)| write(dir.path(), &format!("f{i}.dcm"), b))
+        .collect();
+    let (ok, out) = run("storescu", &srv, &["-xv"], &files).await;
+    assert!(ok, "{out}");
+    // RLE on its own association.
+    let (ok, out) = run(
+        "storescu",
+        &srv,
+        &["-xr"],
+        &[write(dir.path(), "rle.dcm", &rle)],
+    )
+    .await;
+    assert!(ok, "{out}");
+    originals.push(rle);
+
+    let classes: std::collections::BTreeSet<String> = originals
+        .iter()
+        .map(|b| text(&open(b), tags::SOP_CLASS_UID))
+        .collect();
+    assert!(classes.len() >= 3, "{classes:?}");
+    for original in &originals {
+        let obj = open(original);
+        let found = srv
+            .qido(&format!(
+                "/instances?SOPInstanceUID={}",
+                text(&obj, tags::SOP_INSTANCE_UID)
+            ))
+            .await;
+        assert_eq!(found.len(), 1);
+        // The stored file is the one the SCP built: the data set as sent, in
+        // the transfer syntax it was sent in, under our File Meta Information.
+        let stored = retrieve(&srv, &obj).await;
+        let stored_obj = open(&stored);
+        assert_eq!(content(&stored_obj), content(&obj));
+        assert_eq!(
+            stored_obj.meta().transfer_syntax(),
+            obj.meta().transfer_syntax()
+        );
+        assert_eq!(
+            stored_obj.meta().source_application_entity_title.as_deref(),
+            Some("AINA")
+        );
+        assert_eq!(
+            stored_obj
+                .meta()
+                .sending_application_entity_title
+                .as_deref(),
+            Some("STORESCU")
+        );
+    }
+}
+
+#[tokio::test]
+async fn implicit_vr_from_dimse_is_served_as_explicit_over_the_web() {
+    if !dcmtk() {
+        return;
+    }
+    let srv = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let original = &sample()[1].bytes;
+    // -xi: only Implicit VR Little Endian is proposed; storescu converts.
+    let (ok, out) = run(
+        "storescu",
+        &srv,
+        &["-xi"],
+        &[write(dir.path(), "i.dcm", original)],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let obj = open(original);
+    let served = open(&retrieve(&srv, &obj).await);
+    assert_eq!(
+        served.meta().transfer_syntax(),
+        uids::EXPLICIT_VR_LITTLE_ENDIAN
+    );
+    for tag in [
+        tags::PATIENT_NAME,
+        tags::SOP_INSTANCE_UID,
+        tags::STUDY_INSTANCE_UID,
+    ] {
+        assert_eq!(text(&served, tag), text(&obj, tag));
+    }
+    let pixels = |o: &DefaultDicomObject| {
+        o.element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .into_owned()
+    };
+    assert_eq!(pixels(&served), pixels(&obj));
+    // The index knows it arrived implicit.
+    let meta = srv
+        .get(
+            &format!(
+                "/studies/{}/series/{}/instances/{}/metadata",
+                text(&obj, tags::STUDY_INSTANCE_UID),
+                text(&obj, tags::SERIES_INSTANCE_UID),
+                text(&obj, tags::SOP_INSTANCE_UID)
+            ),
+            "application/dicom+json",
+        )
+        .await;
+    let meta: Value = meta.json().await.unwrap();
+    assert_eq!(
+        common::string(&meta[0], "00083002").as_deref(),
+        Some(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+    );
+}
+
+/// Runs findscu with `-X` and reads the answers back.
+async fn findscu(srv: &TestServer, model: &str, keys: &[&str]) -> Vec<DefaultDicomObject> {
+    let dir = tempfile::tempdir().unwrap();
+    let od = dir.path().to_str().unwrap().to_owned();
+    let mut args = vec![model, "-X", "-od", &od];
+    for k in keys {
+        args.extend(["-k", k]);
+    }
+    let (ok, out) = run("findscu", srv, &args, &[]).await;
+    assert!(ok, "{out}");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| open(&std::fs::read(p).unwrap()))
+        .collect()
+}
+
+fn names(answers: &[DefaultDicomObject]) -> Vec<String> {
+    answers
+        .iter()
+        .map(|a| text(a, tags::PATIENT_NAME))
+        .collect()
+}
+
+#[tokio::test]
+async fn find_on_both_models_at_every_level() {
+    if !dcmtk() {
+        return;
+    }
+    let srv = common::start().await;
+    let files: Vec<&[u8]> = sample().iter().map(|g| g.bytes.as_slice()).collect();
+    let (status, _) = srv.stow(&files).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let utf8 = "(0008,0005)=ISO_IR 192";
+
+    // STUDY level, Study Root: Russian and Kazakh names, lower case, wildcard.
+    for (query, prefix, qido) in [
+        ("иванов*", "Иванов", "иванов*"),
+        ("әбілқасымова*", "Әбілқасымова", "әбілқасымова*"),
+    ] {
+        let name = format!("PatientName={query}");
+        let answers = findscu(
+            &srv,
+            "-S",
+            &[
+                utf8,
+                "QueryRetrieveLevel=STUDY",
+                &name,
+                "StudyInstanceUID=",
+                "ModalitiesInStudy=",
+            ],
+        )
+        .await;
+        let expected = srv.qido(&format!("/studies?PatientName={qido}")).await;
+        assert!(!answers.is_empty());
+        assert_eq!(answers.len(), expected.len());
+        for a in &answers {
+            assert!(
+                text(a, tags::PATIENT_NAME).starts_with(prefix),
+                "{:?}",
+                names(&answers)
+            );
+            assert_eq!(text(a, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 192");
+            assert_eq!(text(a, tags::QUERY_RETRIEVE_LEVEL), "STUDY");
+            assert!(!text(a, tags::MODALITIES_IN_STUDY).is_empty());
+        }
+    }
+
+    // SERIES and IMAGE levels below one study.
+    let study = &sample()[0];
+    let study_key = format!("StudyInstanceUID={}", study.study_instance_uid);
+    let series = findscu(
+        &srv,
+        "-S",
+        &[
+            "QueryRetrieveLevel=SERIES",
+            &study_key,
+            "SeriesInstanceUID=",
+            "Modality=",
+        ],
+    )
+    .await;
+    let expected = srv
+        .qido(&format!("/studies/{}/series", study.study_instance_uid))
+        .await;
+    assert_eq!(series.len(), expected.len());
+    assert!(
+        series
+            .iter()
+            .any(|s| text(s, tags::SERIES_INSTANCE_UID) == study.series_instance_uid)
+    );
+    let series_key = format!("SeriesInstanceUID={}", study.series_instance_uid);
+    let images = findscu(
+        &srv,
+        "-S",
+        &[
+            "QueryRetrieveLevel=IMAGE",
+            &study_key,
+            &series_key,
+            "SOPInstanceUID=",
+            "InstanceNumber=",
+        ],
+    )
+    .await;
+    let in_series = sample()
+        .iter()
+        .filter(|g| g.series_instance_uid == study.series_instance_uid)
+        .count();
+    assert_eq!(images.len(), in_series);
+    assert!(
+        images
+            .iter()
+            .any(|i| text(i, tags::SOP_INSTANCE_UID) == study.sop_instance_uid)
+    );
+
+    // Patient Root: PATIENT level groups studies by PatientID.
+    let patients = findscu(
+        &srv,
+        "-P",
+        &[
+            utf8,
+            "QueryRetrieveLevel=PATIENT",
+            "PatientName=",
+            "PatientID=",
+            "NumberOfPatientRelatedStudies=",
+        ],
+    )
+    .await;
+    let ids: std::collections::BTreeSet<String> =
+        patients.iter().map(|p| text(p, tags::PATIENT_ID)).collect();
+    assert_eq!(ids.len(), patients.len(), "one answer per patient");
+    assert_eq!(ids.len(), 7, "{:?}", names(&patients));
+    let studies = srv.qido("/studies").await;
+    let total: i64 = patients
+        .iter()
+        .map(|p| {
+            text(p, tags::NUMBER_OF_PATIENT_RELATED_STUDIES)
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total as usize, studies.len());
+    // STUDY level of one patient in Patient Root, Kazakh name in the answer.
+    let kazakh = patients
+        .iter()
+        .find(|p| text(p, tags::PATIENT_NAME).starts_with("Нұрланұлы"))
+        .expect("Kazakh patient");
+    let id_key = format!("PatientID={}", text(kazakh, tags::PATIENT_ID));
+    let studies = findscu(
+        &srv,
+        "-P",
+        &[
+            "QueryRetrieveLevel=STUDY",
+            &id_key,
+            "PatientName=",
+            "StudyInstanceUID=",
+        ],
+    )
+    .await;
+    assert_eq!(
+        studies.len() as i64,
+        text(kazakh, tags::NUMBER_OF_PATIENT_RELATED_STUDIES)
+            .parse::<i64>()
+            .unwrap()
+    );
+    assert!(names(&studies).iter().all(|n| n.starts_with("Нұрланұлы")));
+
+    // A bad level is refused, and the association goes on working.
+    let (_, out) = run(
+        "findscu",
+        &srv,
+        &["-v", "-P", "-k", "QueryRetrieveLevel=FOO"],
+        &[],
+    )
+    .await;
+    assert!(
+        out.contains("Final Find Response (Error: DataSetDoesNotMatchSOPClass)"),
+        "{out}"
+    );
+    assert!(echo_ok(&srv).await);
+}
+
+/// C-CANCEL sent right behind the C-FIND: the SCP stops and answers FE00.
+#[tokio::test]
+async fn find_honours_cancel() {
+    if !dcmtk() {
+        return;
+    }
+    let srv = common::start().await;
+    let files: Vec<&[u8]> = sample().iter().map(|g| g.bytes.as_slice()).collect();
+    srv.stow(&files).await;
+    let addr = srv.server.dicom_addr;
+    let statuses = tokio::task::spawn_blocking(move || {
+        let mut ul = dicom_ul::ClientAssociationOptions::new()
+            .calling_ae_title("CANCELLER")
+            .called_ae_title("AINA")
+            .with_presentation_context(
+                uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
+                vec![uids::EXPLICIT_VR_LITTLE_ENDIAN],
+            )
+            .establish(addr)
+            .unwrap();
+        let pc = ul.presentation_contexts()[0].id;
+        let find = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::C_FIND_RQ)
+            .u16(tags::MESSAGE_ID, 9)
+            .u16(tags::PRIORITY, 0)
+            .u16(tags::COMMAND_DATA_SET_TYPE, 0)
+            .uid(
+                tags::AFFECTED_SOP_CLASS_UID,
+                uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
+            )
+            .finish();
+        let cancel = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::C_CANCEL_RQ)
+            .u16(tags::MESSAGE_ID_BEING_RESPONDED_TO, 9)
+            .u16(tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET)
+            .finish();
+        let mut identifier = InMemDicomObject::new_empty();
+        identifier.put_str(tags::QUERY_RETRIEVE_LEVEL, dicom_core::VR::CS, "STUDY");
+        identifier.put_str(tags::STUDY_INSTANCE_UID, dicom_core::VR::UI, "");
+        let mut id_bytes = Vec::new();
+        identifier
+            .write_dataset_with_ts(
+                &mut id_bytes,
+                &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            )
+            .unwrap();
+        let pdv = |value_type, data: Vec<u8>| PDataValue {
+            presentation_context_id: pc,
+            value_type,
+            is_last: true,
+            data,
+        };
+        ul.send(&Pdu::PData {
+            data: vec![
+                pdv(PDataValueType::Command, find),
+                pdv(PDataValueType::Data, id_bytes),
+                pdv(PDataValueType::Command, cancel),
+            ],
+        })
+        .unwrap();
+        let mut statuses = Vec::new();
+        loop {
+            let Pdu::PData { data } = ul.receive().unwrap() else {
+                panic!("P-DATA expected")
+            };
+            for v in data
+                .iter()
+                .filter(|v| v.value_type == PDataValueType::Command)
+            {
+                let c = DimseCommand::parse(&v.data).unwrap();
+                let status = c.u16(tags::STATUS).unwrap();
+                statuses.push(status);
+                if status != 0xFF00 && status != 0xFF01 {
+                    let _ = ul.release();
+                    return statuses;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(statuses.last(), Some(&0xFE00), "{statuses:x?}");
+    assert!(statuses.len() < sample().len());
+}
