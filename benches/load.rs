@@ -250,12 +250,17 @@ fn compare(a: &Report, b: &Report) -> String {
             (Some(x), Some(y)) if y != 0.0 => format!("{:.2}", x / y),
             _ => "—".to_owned(),
         };
+        // Rows without a number (load average, failures) show their note.
+        let cell = |value: Option<f64>, note: Option<&str>| match value {
+            Some(_) => fmt_value(value),
+            None => note.unwrap_or("—").replace('|', "\\|"),
+        };
         out += &format!(
             "| {} | {} | {} | {} | {} |\n",
             row.label,
             row.unit,
-            fmt_value(row.value),
-            fmt_value(other_value),
+            cell(row.value, Some(&row.note)),
+            cell(other_value, other.map(|r| r.note.as_str())),
             ratio
         );
     }

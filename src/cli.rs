@@ -1,4 +1,4 @@
-//! The command line: `aina serve | import | verify | reindex`.
+//! The command line: `aina serve | import | verify | reindex | send`.
 //!
 //! Every command takes the same settings as `serve` (flags, `AINA_*`, config
 //! file), so `import`, `verify` and `reindex` work on the archive the server uses.
@@ -69,6 +69,21 @@ pub enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Send DICOM files and folders (recursive) to a DICOM node with C-STORE,
+    /// calling as our AE title (--ae-title).
+    Send {
+        #[command(flatten)]
+        settings: Settings,
+        /// The node's host name or address.
+        host: String,
+        /// The node's DICOM port.
+        port: u16,
+        /// The node's AE title (called AE title).
+        aet: String,
+        /// PS3.10 files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 /// Runs a command; the exit code is non-zero when anything failed.
@@ -94,7 +109,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         } => import(open(settings).await?, paths, jobs).await,
         Command::Verify { settings, repair } => verify(open(settings).await?, repair).await,
         Command::Reindex { settings } => reindex(open(settings).await?).await,
+        Command::Send {
+            settings,
+            host,
+            port,
+            aet,
+            paths,
+        } => send(settings, &host, port, &aet, &paths).await,
     }
+}
+
+/// `aina send`: C-STORE SCU; a summary on stdout, each failure on stderr.
+async fn send(
+    settings: Settings,
+    host: &str,
+    port: u16,
+    aet: &str,
+    paths: &[PathBuf],
+) -> anyhow::Result<std::process::ExitCode> {
+    let config = settings.merge_file()?.resolve()?;
+    let files = files_in(paths)?;
+    let started = Instant::now();
+    let report = crate::dimse::scu::send_files(&config.ae_title, aet, host, port, &files).await;
+    for (path, reason) in &report.failed {
+        eprintln!("failed: {}: {reason}", path.display());
+    }
+    println!(
+        "sent {} of {} files to {aet}@{host}:{port} ({} with warnings), {} failed, in {:.1} s",
+        report.completed + report.warning,
+        files.len(),
+        report.warning,
+        report.failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if report.failed.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
 }
 
 async fn open(settings: Settings) -> anyhow::Result<AppState> {
@@ -147,13 +199,10 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-async fn import(
-    state: AppState,
-    paths: Vec<PathBuf>,
-    jobs: Option<usize>,
-) -> anyhow::Result<std::process::ExitCode> {
+/// The files named, and those in the folders named (recursively), sorted.
+fn files_in(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for p in &paths {
+    for p in paths {
         if p.is_dir() {
             for entry in walkdir::WalkDir::new(p).follow_links(true) {
                 let entry = entry.with_context(|| format!("walking {}", p.display()))?;
@@ -168,6 +217,15 @@ async fn import(
         }
     }
     files.sort();
+    Ok(files)
+}
+
+async fn import(
+    state: AppState,
+    paths: Vec<PathBuf>,
+    jobs: Option<usize>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let files = files_in(&paths)?;
     let jobs = jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .max(1);

@@ -49,6 +49,16 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub dicom_peer: Vec<String>,
+    /// Calling AE titles allowed to associate, AET or AET@CIDR (repeatable). When
+    /// any is given, only these and the `--dicom-peer` AE titles may associate;
+    /// when none is, any calling AE title may (default).
+    #[arg(
+        long = "dicom-allowed-caller",
+        env = "AINA_DICOM_ALLOWED_CALLERS",
+        value_name = "AET[@CIDR]",
+        value_delimiter = ','
+    )]
+    pub dicom_allowed_caller: Vec<String>,
     /// What to do with different bytes under a stored SOP Instance UID
     /// (default: reject).
     #[arg(long = "conflict-policy", env = "AINA_CONFLICT_POLICY", value_enum)]
@@ -98,6 +108,13 @@ pub struct DicomPeer {
     pub port: u16,
 }
 
+/// A calling AE title allowed to associate, optionally only from an IP range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedCaller {
+    pub ae_title: String,
+    pub network: Option<ipnet::IpNet>,
+}
+
 /// The validated configuration the server runs on.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -108,6 +125,8 @@ pub struct Config {
     pub database: String,
     pub storage: String,
     pub dicom_peers: Vec<DicomPeer>,
+    /// Empty: any caller may associate.
+    pub dicom_allowed_callers: Vec<AllowedCaller>,
     pub conflict_policy: ConflictPolicy,
     pub cors_origins: Vec<String>,
     pub max_instance_bytes: u64,
@@ -142,6 +161,9 @@ impl Settings {
         if self.dicom_peer.is_empty() {
             self.dicom_peer = file.dicom_peer;
         }
+        if self.dicom_allowed_caller.is_empty() {
+            self.dicom_allowed_caller = file.dicom_allowed_caller;
+        }
         if self.cors_origin.is_empty() {
             self.cors_origin = file.cors_origin;
         }
@@ -159,6 +181,11 @@ impl Settings {
             .dicom_peer
             .iter()
             .map(|p| parse_peer(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let dicom_allowed_callers = self
+            .dicom_allowed_caller
+            .iter()
+            .map(|c| parse_allowed_caller(c))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let database = self
             .database
@@ -179,6 +206,7 @@ impl Settings {
             database,
             storage,
             dicom_peers,
+            dicom_allowed_callers,
             conflict_policy: self.conflict_policy.map(Into::into).unwrap_or_default(),
             cors_origins,
             max_instance_bytes: self.max_instance_bytes.unwrap_or(4 << 30),
@@ -210,6 +238,31 @@ fn parse_peer(s: &str) -> anyhow::Result<DicomPeer> {
         ae_title: aet.to_owned(),
         host: host.to_owned(),
         port,
+    })
+}
+
+fn parse_allowed_caller(s: &str) -> anyhow::Result<AllowedCaller> {
+    let (aet, network) = match s.split_once('@') {
+        Some((aet, net)) => {
+            let network = match net.parse::<ipnet::IpNet>() {
+                Ok(n) => n,
+                Err(_) => net
+                    .parse::<std::net::IpAddr>()
+                    .map(ipnet::IpNet::from)
+                    .with_context(|| {
+                        format!("allowed caller {s:?}: {net:?} is not an IP or CIDR")
+                    })?,
+            };
+            (aet, Some(network))
+        }
+        None => (s, None),
+    };
+    if aet.is_empty() || aet.len() > 16 || !aet.is_ascii() {
+        bail!("allowed caller {s:?}: AE title must be 1 to 16 ASCII characters");
+    }
+    Ok(AllowedCaller {
+        ae_title: aet.to_owned(),
+        network,
     })
 }
 
@@ -253,6 +306,29 @@ mod tests {
                 port: 104
             }]
         );
+    }
+
+    #[test]
+    fn allowed_callers_parse() {
+        let s = Settings {
+            dicom_allowed_caller: vec!["WS".into(), "CR1@10.1.0.0/16".into(), "MG@::1".into()],
+            ..Default::default()
+        };
+        let c = s.resolve().unwrap();
+        assert_eq!(c.dicom_allowed_callers[0].network, None);
+        assert_eq!(
+            c.dicom_allowed_callers[1].network,
+            Some("10.1.0.0/16".parse().unwrap())
+        );
+        assert_eq!(
+            c.dicom_allowed_callers[2].network,
+            Some("::1/128".parse().unwrap())
+        );
+        let s = Settings {
+            dicom_allowed_caller: vec!["WS@10.1.0.0/99".into()],
+            ..Default::default()
+        };
+        assert!(s.resolve().is_err());
     }
 
     #[test]

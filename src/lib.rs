@@ -8,7 +8,8 @@
 //!   instance container.
 //! - [`index`]: the SQL metadata index (SQLite; PostgreSQL later) and QIDO-RS.
 //! - [`http`]: axum routes for DICOMweb (STOW-RS, QIDO-RS, WADO-RS, WADO-URI).
-//! - [`dimse`]: the DICOM listener: C-ECHO, C-STORE and C-FIND SCP.
+//! - [`dimse`]: the DICOM listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET SCP)
+//!   and the C-STORE SCU.
 //! - [`app`]: the shared state handed to every entry point.
 //! - [`retrieve`]: reading instances, frames, bulk data and metadata back.
 //! - [`cli`]: `aina serve | import | verify | reindex`.

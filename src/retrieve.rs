@@ -1,5 +1,5 @@
 //! Retrieval: instances, frames, bulk data and metadata out of the store, for
-//! WADO-RS, WADO-URI (and C-GET / C-MOVE later).
+//! WADO-RS and WADO-URI (C-GET / C-MOVE read originals through it too).
 //!
 //! Originals are reassembled from the container segment by segment (bounded
 //! memory, bit-exact). The one re-encoding done here is between uncompressed

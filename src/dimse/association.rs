@@ -19,11 +19,15 @@ use tokio::net::TcpStream;
 
 use super::find::find;
 use super::message::{Assembler, Command, Message, field, fragments, response};
-use super::presentation::{FIND_SOP_CLASSES, is_storage};
+use super::presentation::{FIND_SOP_CLASSES, GET_SOP_CLASSES, MOVE_SOP_CLASSES, is_storage};
+use super::retrieve::{Progress, resolve};
+use super::scu::{self, MoveOriginator, Outcome, Outgoing, ScuError, StoreScu};
 use super::status::{self, Status};
 use super::store::{StoreRequest, store};
 use super::{MAX_SEND_PDU, Options};
 use crate::app::AppState;
+use crate::config::DicomPeer;
+use crate::index::StoredInstance;
 use crate::ingest::Slot;
 
 type Ul = AsyncServerAssociation<TcpStream>;
@@ -62,6 +66,26 @@ struct Connection {
     /// its command arrives, so that the server-wide bound on instances in memory
     /// holds for DIMSE too (the peer waits, with TCP backpressure).
     slot: Option<Slot>,
+    /// The Message ID a C-CANCEL arrived for while a C-GET sub-operation's
+    /// response was awaited (one retrieve runs at a time, so one is enough).
+    cancel: Option<u16>,
+    /// The Message ID of our next C-STORE-RQ (C-GET sub-operations).
+    next_message_id: u16,
+}
+
+/// Where the sub-operations of a C-MOVE or C-GET go.
+enum Target {
+    /// To a configured peer, over associations we open (C-MOVE). `covered` is
+    /// the index of the first instance the open association was not negotiated
+    /// for.
+    Peer {
+        peer: DicomPeer,
+        originator: MoveOriginator,
+        scu: Option<Box<StoreScu>>,
+        covered: usize,
+    },
+    /// Back to the requestor over this association (C-GET).
+    Requestor,
 }
 
 /// Negotiates and serves one association on `socket`.
@@ -95,6 +119,8 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, options: &Options, state: 
         pdvs: VecDeque::new(),
         stash: VecDeque::new(),
         slot: None,
+        cancel: None,
+        next_message_id: 1,
     };
     match conn.serve().await {
         End::Released => tracing::info!(%peer, "association released"),
@@ -195,6 +221,7 @@ impl Connection {
                 self.send(pc.id, rsp.finish(), None).await
             }
             field::C_FIND_RQ => self.find(&pc, message).await,
+            field::C_MOVE_RQ | field::C_GET_RQ => self.retrieve(&pc, message).await,
             // No operation of that ID is running any more: nothing to cancel
             // (PS3.7 §9.3.2.3 lets a C-CANCEL arrive after the last response).
             field::C_CANCEL_RQ => Ok(()),
@@ -256,11 +283,281 @@ impl Connection {
         self.respond(pc, request, &answer.last).await
     }
 
+    /// C-MOVE or C-GET: resolves the identifier, runs one C-STORE sub-operation
+    /// per instance with a pending response after each, and answers with the
+    /// counts (PS3.4 C.4.2.3, C.4.3.3).
+    async fn retrieve(
+        &mut self,
+        pc: &PresentationContextNegotiated,
+        message: Message,
+    ) -> Result<(), End> {
+        let request = &message.command;
+        let is_move = request.field == field::C_MOVE_RQ;
+        let (models, what) = if is_move {
+            (MOVE_SOP_CLASSES, "C-MOVE")
+        } else {
+            (GET_SOP_CLASSES, "C-GET")
+        };
+        if !models.contains(&pc.abstract_syntax.as_str()) {
+            let status = Status::with_comment(
+                status::SOP_CLASS_NOT_SUPPORTED,
+                format!("{what} on a context that is not a Query/Retrieve {what} model"),
+            );
+            return self.respond(pc, request, &status).await;
+        }
+        let mut target = if is_move {
+            let destination = request.string(tags::MOVE_DESTINATION).unwrap_or_default();
+            let peer = self
+                .state
+                .config
+                .dicom_peers
+                .iter()
+                .find(|p| p.ae_title == destination);
+            match peer {
+                Some(peer) => Target::Peer {
+                    peer: peer.clone(),
+                    originator: MoveOriginator {
+                        ae_title: self.calling_ae_title.clone(),
+                        message_id: request.message_id(),
+                    },
+                    scu: None,
+                    covered: 0,
+                },
+                None => {
+                    tracing::info!(destination, "C-MOVE to an unknown destination refused");
+                    let status = Status::with_comment(
+                        status::MOVE_DESTINATION_UNKNOWN,
+                        format!("move destination {destination:?} is not configured"),
+                    );
+                    return self.respond(pc, request, &status).await;
+                }
+            }
+        } else {
+            Target::Requestor
+        };
+        let instances = match resolve(
+            &self.state,
+            &pc.abstract_syntax,
+            &pc.transfer_syntax,
+            &message.data,
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(status) => return self.respond(pc, request, &status).await,
+        };
+        let items: Vec<Outgoing> = instances
+            .iter()
+            .map(|i| Outgoing {
+                sop_class_uid: i.sop_class_uid.clone(),
+                sop_instance_uid: i.sop_instance_uid.clone(),
+                transfer_syntax: i.transfer_syntax_uid.clone(),
+            })
+            .collect();
+        let mut progress = Progress::new(items.len());
+        let mut cancelled = false;
+        let mut unreachable = None;
+        for n in 0..items.len() {
+            if self.cancelled(request.message_id()).await? {
+                cancelled = true;
+                break;
+            }
+            let result = self
+                .sub_operation(&mut target, &items, n, &instances[n])
+                .await?;
+            let (outcome, transcoded) = match result {
+                Ok((code, transcoded)) => (Outcome::of(code, transcoded), transcoded),
+                Err(e @ ScuError::Associate(..)) => {
+                    // The destination cannot be reached: the rest fails too.
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "C-MOVE destination unreachable"
+                    );
+                    for item in &items[n..] {
+                        progress.record(&item.sop_instance_uid, Outcome::Failed, false);
+                    }
+                    unreachable = Some(e.to_string());
+                    break;
+                }
+                Err(e) => {
+                    let uid = &items[n].sop_instance_uid;
+                    let error = &e as &dyn std::error::Error;
+                    if matches!(e, ScuError::Stored(_)) {
+                        // The archive's side: the store or the container failed.
+                        tracing::error!(
+                            sop_instance_uid = uid,
+                            error,
+                            "{what} sub-operation failed"
+                        );
+                    } else {
+                        tracing::info!(
+                            sop_instance_uid = uid,
+                            error,
+                            "{what} sub-operation failed"
+                        );
+                    }
+                    (Outcome::Failed, false)
+                }
+            };
+            progress.record(&items[n].sop_instance_uid, outcome, transcoded);
+            if progress.remaining > 0 {
+                self.send(pc.id, progress.pending(request), None).await?;
+            }
+        }
+        if let Target::Peer { scu: Some(scu), .. } = target {
+            scu.release().await;
+        }
+        tracing::info!(
+            completed = progress.completed,
+            failed = progress.failed,
+            warning = progress.warning,
+            cancelled,
+            "{what} done"
+        );
+        if let Some(reason) = unreachable
+            && progress.completed == 0
+            && progress.warning == 0
+        {
+            let status = Status::with_comment(status::UNABLE_TO_PERFORM_SUBOPERATIONS, reason);
+            return self.respond(pc, request, &status).await;
+        }
+        let (rsp, identifier) = progress.last(request, cancelled, &pc.transfer_syntax);
+        self.send(pc.id, rsp, identifier.as_deref()).await
+    }
+
+    /// One C-STORE sub-operation: `items[n]`, stored as `instance`. The outer
+    /// `Err` ends the association; the inner one fails the sub-operation.
+    async fn sub_operation(
+        &mut self,
+        target: &mut Target,
+        items: &[Outgoing],
+        n: usize,
+        instance: &StoredInstance,
+    ) -> Result<Result<(u16, bool), ScuError>, End> {
+        let item = &items[n];
+        if let Target::Peer {
+            peer, scu, covered, ..
+        } = target
+            && n >= *covered
+        {
+            // The first instance, or one beyond what the open association was
+            // negotiated for (at most 128 presentation contexts each).
+            if let Some(open) = scu.take() {
+                open.release().await;
+            }
+            match StoreScu::connect(
+                &self.state.config.ae_title,
+                &peer.ae_title,
+                &peer.host,
+                peer.port,
+                &items[n..],
+            )
+            .await
+            {
+                Ok((open, count)) => {
+                    *scu = Some(Box::new(open));
+                    *covered = n + count;
+                }
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let file = match self.state.retrieve.original_bytes(instance).await {
+            Ok(file) => file,
+            Err(e) => return Ok(Err(ScuError::Stored(e))),
+        };
+        match target {
+            Target::Peer {
+                scu: Some(scu),
+                originator,
+                ..
+            } => Ok(scu.store(item, file, Some(originator)).await),
+            Target::Peer { scu: None, .. } => Ok(Err(ScuError::Protocol(
+                "no association with the destination".to_owned(),
+            ))),
+            Target::Requestor => self.store_here(item, file).await,
+        }
+    }
+
+    /// Sends one instance back over this association (a C-GET sub-operation) and
+    /// waits for its C-STORE-RSP; a C-CANCEL arriving meanwhile is noted.
+    async fn store_here(
+        &mut self,
+        item: &Outgoing,
+        file: bytes::Bytes,
+    ) -> Result<Result<(u16, bool), ScuError>, End> {
+        let Some(choice) = scu::choose(self.ul.presentation_contexts(), item) else {
+            return Ok(Err(ScuError::NoContext {
+                sop_class_uid: item.sop_class_uid.clone(),
+                transfer_syntax: item.transfer_syntax.clone(),
+            }));
+        };
+        let data = match scu::prepare(file, choice.transcode).await {
+            Ok(data) => data,
+            Err(e) => return Ok(Err(e)),
+        };
+        let message_id = self.next_message_id;
+        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
+        let command = scu::store_rq(item, message_id, None);
+        self.send(choice.context_id, command, Some(&data)).await?;
+        loop {
+            let message = self.next_message().await?;
+            let command = &message.command;
+            match command.field {
+                f if f == field::C_STORE_RQ | field::RESPONSE_BIT
+                    && command.u16(tags::MESSAGE_ID_BEING_RESPONDED_TO) == Some(message_id) =>
+                {
+                    let code = command
+                        .u16(tags::STATUS)
+                        .ok_or_else(|| End::Abort("C-STORE-RSP without Status".to_owned()))?;
+                    return Ok(Ok((code, choice.transcode)));
+                }
+                field::C_CANCEL_RQ => {
+                    self.cancel = command.u16(tags::MESSAGE_ID_BEING_RESPONDED_TO);
+                }
+                f => {
+                    return Err(End::Abort(format!(
+                        "command field {f:#06x} while a C-STORE-RSP was awaited"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The next complete message, from fragments already received or the wire.
+    async fn next_message(&mut self) -> Result<Message, End> {
+        loop {
+            if let Some(pdv) = self.pdvs.pop_front() {
+                match self.assembler.push(pdv) {
+                    Ok(Some(message)) => return Ok(message),
+                    Ok(None) => continue,
+                    Err(e) => return Err(End::Abort(e.to_string())),
+                }
+            }
+            let pdu = match self.stash.pop_front() {
+                Some(pdu) => pdu,
+                None => self.ul.receive().await?,
+            };
+            match pdu {
+                Pdu::PData { data } => self.pdvs.extend(data),
+                Pdu::AbortRQ { .. } => return Err(End::PeerAborted),
+                other => {
+                    return Err(End::Abort(format!(
+                        "unexpected {} during C-GET",
+                        other.short_description()
+                    )));
+                }
+            }
+        }
+    }
+
     /// Whether a C-CANCEL-RQ for `message_id` has arrived, without waiting. It
     /// may be among the fragments already received (even in the PDU of the
     /// request) or in a PDU on the wire; anything else read meanwhile is kept
     /// for the main loop.
     async fn cancelled(&mut self, message_id: u16) -> Result<bool, End> {
+        if self.cancel.take() == Some(message_id) {
+            return Ok(true);
+        }
         // A zero timeout still polls the read once: a PDU already received is
         // returned, otherwise nothing is consumed (the read is cancel-safe: bytes
         // read so far stay in the association's buffer).

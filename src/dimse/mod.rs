@@ -4,18 +4,23 @@
 //!
 //! Served: Verification (C-ECHO), Storage (C-STORE into the one ingest path, any
 //! storage SOP class and transfer syntax of [`presentation`]), Query (C-FIND,
-//! Patient Root and Study Root, PATIENT to IMAGE, with C-CANCEL). Each
-//! association runs in its own task; at most [`MAX_ASSOCIATIONS`] at once (more
-//! are rejected with A-ASSOCIATE-RJ "local limit exceeded"), each ended after
-//! [`IDLE_TIMEOUT`] without a PDU. The called AE title must be ours.
+//! Patient Root and Study Root, PATIENT to IMAGE, with C-CANCEL), Retrieve
+//! (C-MOVE to configured peers and C-GET, [`retrieve`], sending with the C-STORE
+//! SCU of [`scu`], which `aina send` uses too). Each association runs in its own
+//! task; at most [`MAX_ASSOCIATIONS`] at once (more are rejected with
+//! A-ASSOCIATE-RJ "local limit exceeded"), each ended after [`IDLE_TIMEOUT`]
+//! without a PDU. Who may associate is [`policy`]'s.
 //!
-//! Left out (docs/dimse.md says what is planned): C-MOVE, C-GET, storage
-//! commitment, the C-STORE SCU, and the allow-list of calling AE titles.
+//! Left out (docs/dimse.md says what is planned): storage commitment, and
+//! settings for the limits and timeouts.
 
 mod association;
 pub mod find;
 pub mod message;
+pub mod policy;
 pub mod presentation;
+pub mod retrieve;
+pub mod scu;
 pub mod status;
 pub mod store;
 
@@ -25,7 +30,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use dicom_ul::association::read_pdu_from_wire_async;
-use dicom_ul::association::server::{AcceptCalledAeTitle, DefaultNegotiation};
+use dicom_ul::association::server::AcceptAny;
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
     AssociationRJSource, Pdu,
@@ -36,6 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::app::AppState;
+use policy::{Callers, Roles};
 
 /// Associations served at once; more are turned away until one ends.
 pub const MAX_ASSOCIATIONS: usize = 64;
@@ -50,12 +56,16 @@ pub const MAX_PDU_LENGTH: u32 = 256 * 1024;
 /// The largest PDU we send, whatever the peer accepts.
 const MAX_SEND_PDU: u32 = 256 * 1024;
 
-/// The association options every association is negotiated with.
-type Options = ServerAssociationOptions<'static, AcceptCalledAeTitle, DefaultNegotiation>;
+/// The association options every association is negotiated with, before the
+/// access control of its connection is added.
+type BaseOptions = ServerAssociationOptions<'static, AcceptAny, Roles>;
+/// The options of one connection.
+type Options = ServerAssociationOptions<'static, Callers, Roles>;
 
-fn options(ae_title: &str) -> Options {
+fn options(ae_title: &str) -> BaseOptions {
     let mut options = ServerAssociationOptions::new()
-        .accept_called_ae_title()
+        .accept_any()
+        .with_negotiation(Roles)
         .ae_title(ae_title.to_owned())
         .max_pdu_length(MAX_PDU_LENGTH)
         .read_timeout(IDLE_TIMEOUT)
@@ -85,7 +95,12 @@ pub async fn serve(listener: TcpListener, state: AppState) {
         };
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                let (options, state) = (options.clone(), state.clone());
+                // Cloning the options copies pointers to static UIDs: cheap.
+                let options = options.as_ref().clone().ae_access_control(Callers {
+                    config: state.config.clone(),
+                    peer: peer.ip(),
+                });
+                let state = state.clone();
                 tokio::spawn(async move {
                     association::run(socket, peer, &options, state).await;
                     drop(slot);

@@ -1,12 +1,12 @@
 //! What the DICOM listener accepts at association time (PS3.8 §9.3.2.2): the
 //! abstract syntaxes (every storage SOP class of the standard dictionary,
-//! Verification, the Query/Retrieve FIND models) and the transfer syntaxes a
-//! C-STORE may arrive in, stored as they arrive.
+//! Verification, the Query/Retrieve FIND, MOVE and GET models) and the transfer
+//! syntaxes a C-STORE may arrive in, stored as they arrive.
 //!
 //! dicom-ul picks, for each proposed presentation context, the first transfer
 //! syntax the peer proposes that is in [`TRANSFER_SYNTAXES`]: the peer's
 //! preference wins, nothing is re-encoded. Left out: video transfer syntaxes
-//! (MPEG-2/4, HEVC) and the retrieve models (C-MOVE, C-GET), not served yet.
+//! (MPEG-2/4, HEVC).
 
 // Retired classes and Explicit VR Big Endian are deprecated constants in
 // dicom-dictionary-std; accepting them is deliberate (see the table).
@@ -243,6 +243,16 @@ pub const FIND_SOP_CLASSES: &[&str] = &[
     uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND,
 ];
 
+/// The Query/Retrieve models whose C-MOVE we perform.
+pub const MOVE_SOP_CLASSES: &[&str] = &[
+    uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
+    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE,
+];
+/// The Query/Retrieve models whose C-GET we perform.
+pub const GET_SOP_CLASSES: &[&str] = &[
+    uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+    uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET,
+];
 /// Transfer syntaxes accepted (PS3.5 Annex A, PS3.5 §10): uncompressed, deflate
 /// and every still-image compression. Encapsulated data is kept as it came;
 /// decoding for rendering is the renderer's business.
@@ -277,6 +287,8 @@ pub fn is_storage(uid: &str) -> bool {
 pub fn abstract_syntaxes() -> impl Iterator<Item = &'static str> {
     std::iter::once(uids::VERIFICATION)
         .chain(FIND_SOP_CLASSES.iter().copied())
+        .chain(MOVE_SOP_CLASSES.iter().copied())
+        .chain(GET_SOP_CLASSES.iter().copied())
         .chain(STORAGE_SOP_CLASSES.iter().copied())
 }
 

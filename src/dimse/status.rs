@@ -19,6 +19,14 @@ pub const CANCEL: u16 = 0xFE00;
 pub const WARNING: u16 = 0xB000;
 /// Refused: out of resources (storage or index failed, too large).
 pub const OUT_OF_RESOURCES: u16 = 0xA700;
+/// C-MOVE / C-GET refused: the matches could not be worked out (index failed,
+/// too many).
+pub const UNABLE_TO_CALCULATE_MATCHES: u16 = 0xA701;
+/// C-MOVE refused: the sub-operations cannot be performed (the destination
+/// cannot be associated with).
+pub const UNABLE_TO_PERFORM_SUBOPERATIONS: u16 = 0xA702;
+/// C-MOVE refused: the Move Destination is not a configured peer.
+pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
 /// Error: the data set does not match the SOP class of the request (or the
 /// C-FIND identifier is not valid for the information model).
 pub const DATA_SET_MISMATCH: u16 = 0xA900;

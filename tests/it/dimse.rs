@@ -543,3 +543,422 @@ async fn find_honours_cancel() {
     assert_eq!(statuses.last(), Some(&0xFE00), "{statuses:x?}");
     assert!(statuses.len() < sample().len());
 }
+
+/// A dcmtk `storescp` on a free port, as a C-MOVE destination; killed when
+/// dropped.
+struct StoreScp {
+    port: u16,
+    dir: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+async fn storescp(ae_title: &str) -> StoreScp {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    // +B: the data set is written to disk exactly as received.
+    let child = Command::new("storescp")
+        .args(["-aet", ae_title, "+xa", "+B", "-od"])
+        .arg(dir.path())
+        .arg(port.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("storescp");
+    for _ in 0..100 {
+        let ok = Command::new("echoscu")
+            .args(["-aec", ae_title, "127.0.0.1", &port.to_string()])
+            .output()
+            .await
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return StoreScp {
+                port,
+                dir,
+                _child: child,
+            };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("storescp did not start");
+}
+
+/// Every file in `dir`, read.
+fn received(dir: &Path) -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// The data set bytes of a PS3.10 file: after the preamble, `DICM` and the
+/// meta group (whose length its first element gives).
+fn data_set_bytes(file: &[u8]) -> &[u8] {
+    let obj = open(file);
+    &file[132 + 12 + obj.meta().information_group_length as usize..]
+}
+
+/// The generated instances of the first study of the sample.
+fn one_study() -> Vec<&'static aina_sample::Generated> {
+    let study = &sample()[0].study_instance_uid;
+    sample()
+        .iter()
+        .filter(|g| &g.study_instance_uid == study)
+        .collect()
+}
+
+#[tokio::test]
+async fn move_sends_the_stored_data_sets_to_a_configured_peer() {
+    if !dcmtk() {
+        return;
+    }
+    let dest = storescp("DEST").await;
+    let peer = format!("DEST=127.0.0.1:{}", dest.port);
+    let srv = common::start_with(|s| s.dicom_peer = vec![peer]).await;
+    let study = one_study();
+    let bytes: Vec<&[u8]> = study.iter().map(|g| g.bytes.as_slice()).collect();
+    let (status, _) = srv.stow(&bytes).await;
+    assert!(status.is_success());
+
+    let key = format!("StudyInstanceUID={}", study[0].study_instance_uid);
+    let (ok, out) = run(
+        "movescu",
+        &srv,
+        &[
+            "-v",
+            "-S",
+            "-aem",
+            "DEST",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &key,
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("Final Move Response (Success)"), "{out}");
+    // What the peer received is the stored data set, byte for byte: the STOW-RS
+    // file minus its File Meta Information.
+    let got = received(dest.dir.path());
+    assert_eq!(got.len(), study.len(), "{out}");
+    for file in &got {
+        let uid = text(&open(file), tags::SOP_INSTANCE_UID);
+        let original = study
+            .iter()
+            .find(|g| g.sop_instance_uid == uid)
+            .expect("a stored instance");
+        assert!(
+            data_set_bytes(file) == data_set_bytes(&original.bytes),
+            "{uid}"
+        );
+        assert_eq!(content(&open(file)), content(&open(&original.bytes)));
+    }
+
+    // PATIENT level on Patient Root, by PatientID.
+    std::fs::remove_dir_all(dest.dir.path()).unwrap();
+    std::fs::create_dir(dest.dir.path()).unwrap();
+    let patient = format!(
+        "PatientID={}",
+        text(&open(&study[0].bytes), tags::PATIENT_ID)
+    );
+    let (ok, out) = run(
+        "movescu",
+        &srv,
+        &[
+            "-v",
+            "-P",
+            "-aem",
+            "DEST",
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            &patient,
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok && out.contains("Final Move Response (Success)"), "{out}");
+    assert_eq!(received(dest.dir.path()).len(), study.len(), "{out}");
+
+    // An unknown destination is refused with A801.
+    let (_, out) = run(
+        "movescu",
+        &srv,
+        &[
+            "-v",
+            "-S",
+            "-aem",
+            "NOBODY",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &key,
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.contains("MoveDestinationUnknown"), "{out}");
+    assert!(echo_ok(&srv).await);
+}
+
+#[tokio::test]
+async fn get_retrieves_a_study_on_the_same_association() {
+    if !dcmtk() {
+        return;
+    }
+    let srv = common::start().await;
+    let study = one_study();
+    let bytes: Vec<&[u8]> = study.iter().map(|g| g.bytes.as_slice()).collect();
+    let (status, _) = srv.stow(&bytes).await;
+    assert!(status.is_success());
+    let dir = tempfile::tempdir().unwrap();
+    let key = format!("StudyInstanceUID={}", study[0].study_instance_uid);
+    let out_dir = dir.path().to_str().unwrap();
+    let (ok, out) = run(
+        "getscu",
+        &srv,
+        &[
+            "-v",
+            "-S",
+            "-od",
+            out_dir,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &key,
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("Received C-GET Response (Success)"), "{out}");
+    let got = received(dir.path());
+    assert_eq!(got.len(), study.len(), "{out}");
+    for file in &got {
+        let uid = text(&open(file), tags::SOP_INSTANCE_UID);
+        let original = study
+            .iter()
+            .find(|g| g.sop_instance_uid == uid)
+            .expect("a stored instance");
+        assert_eq!(content(&open(file)), content(&open(&original.bytes)));
+    }
+
+    // Stored in Implicit VR Little Endian (storescu -xi), asked for by an SCU
+    // that takes only Explicit VR Little Endian for it (+xe: one context per
+    // SOP class, explicit first, and we keep the first): re-encoded, a warning.
+    let other = sample()
+        .iter()
+        .find(|g| g.study_instance_uid != study[0].study_instance_uid)
+        .expect("a second study");
+    let original = &other.bytes;
+    let (ok, out) = run(
+        "storescu",
+        &srv,
+        &["-xi"],
+        &[write(dir.path(), "implicit.dcm", original)],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let got_dir = tempfile::tempdir().unwrap();
+    let key = format!("SOPInstanceUID={}", other.sop_instance_uid);
+    let (ok, out) = run(
+        "getscu",
+        &srv,
+        &[
+            "-v",
+            "-S",
+            "+xe",
+            "-od",
+            got_dir.path().to_str().unwrap(),
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            &key,
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Received C-GET Response (Warning")
+            && out.contains("Number of Warning Suboperations   : 1"),
+        "{out}"
+    );
+    let got = received(got_dir.path());
+    assert_eq!(got.len(), 1, "{out}");
+    let obj = open(&got[0]);
+    assert_eq!(
+        obj.meta().transfer_syntax(),
+        uids::EXPLICIT_VR_LITTLE_ENDIAN
+    );
+    assert_eq!(content(&obj), content(&open(original)));
+}
+
+#[tokio::test]
+async fn send_stores_files_on_another_node() {
+    if !dcmtk() {
+        return;
+    }
+    let srv = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<&aina_sample::Generated> = sample().iter().take(6).collect();
+    for g in &files {
+        write(dir.path(), &g.file_name, &g.bytes);
+    }
+    let aina = env!("CARGO_BIN_EXE_aina");
+    let out = Command::new(aina)
+        .args([
+            "send",
+            "--ae-title",
+            "SENDER",
+            "127.0.0.1",
+            &port(&srv),
+            "AINA",
+        ])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let text_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text_out}");
+    assert!(text_out.contains("sent 6 of 6 files"), "{text_out}");
+    for g in &files {
+        let found = srv
+            .qido(&format!("/instances?SOPInstanceUID={}", g.sop_instance_uid))
+            .await;
+        assert_eq!(found.len(), 1, "{}", g.sop_instance_uid);
+        // Stored byte for byte as the data set that was sent.
+        let stored = retrieve(&srv, &open(&g.bytes)).await;
+        assert!(data_set_bytes(&stored) == data_set_bytes(&g.bytes));
+    }
+    // Nothing listening there: a failure, and a non-zero exit.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(aina)
+        .args(["send", "127.0.0.1", &closed.to_string(), "AINA"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn callers_not_on_the_allow_list_are_rejected() {
+    if !dcmtk() {
+        return;
+    }
+    let srv = common::start_with(|s| {
+        s.dicom_allowed_caller = vec!["GOOD@127.0.0.0/8".into(), "FARAWAY@10.0.0.0/8".into()];
+        s.dicom_peer = vec!["PEER=127.0.0.1:1".into()];
+    })
+    .await;
+    for (calling, allowed) in [
+        ("GOOD", true),
+        ("PEER", true),
+        ("STRANGER", false),
+        ("FARAWAY", false),
+    ] {
+        let (ok, out) = run("echoscu", &srv, &["-aet", calling], &[]).await;
+        assert_eq!(ok, allowed, "{calling}: {out}");
+        if !allowed {
+            assert!(out.contains("Calling AE Title Not Recognized"), "{out}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn move_honours_cancel() {
+    if !dcmtk() {
+        return;
+    }
+    let dest = storescp("DEST").await;
+    let peer = format!("DEST=127.0.0.1:{}", dest.port);
+    let srv = common::start_with(|s| s.dicom_peer = vec![peer]).await;
+    let study = one_study();
+    let bytes: Vec<&[u8]> = study.iter().map(|g| g.bytes.as_slice()).collect();
+    srv.stow(&bytes).await;
+    let addr = srv.server.dicom_addr;
+    let study_uid = study[0].study_instance_uid.clone();
+    let last = tokio::task::spawn_blocking(move || {
+        let model = uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE;
+        let mut ul = dicom_ul::ClientAssociationOptions::new()
+            .calling_ae_title("CANCELLER")
+            .called_ae_title("AINA")
+            .with_presentation_context(model, vec![uids::EXPLICIT_VR_LITTLE_ENDIAN])
+            .establish(addr)
+            .unwrap();
+        let pc = ul.presentation_contexts()[0].id;
+        let request = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::C_MOVE_RQ)
+            .u16(tags::MESSAGE_ID, 4)
+            .u16(tags::PRIORITY, 0)
+            .u16(tags::COMMAND_DATA_SET_TYPE, 0)
+            .uid(tags::AFFECTED_SOP_CLASS_UID, model)
+            .text(tags::MOVE_DESTINATION, "DEST")
+            .finish();
+        let cancel = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::C_CANCEL_RQ)
+            .u16(tags::MESSAGE_ID_BEING_RESPONDED_TO, 4)
+            .u16(tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET)
+            .finish();
+        let mut identifier = InMemDicomObject::new_empty();
+        identifier.put_str(tags::QUERY_RETRIEVE_LEVEL, dicom_core::VR::CS, "STUDY");
+        identifier.put_str(tags::STUDY_INSTANCE_UID, dicom_core::VR::UI, study_uid);
+        let mut id_bytes = Vec::new();
+        identifier
+            .write_dataset_with_ts(
+                &mut id_bytes,
+                &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            )
+            .unwrap();
+        let pdv = |value_type, data: Vec<u8>| PDataValue {
+            presentation_context_id: pc,
+            value_type,
+            is_last: true,
+            data,
+        };
+        ul.send(&Pdu::PData {
+            data: vec![
+                pdv(PDataValueType::Command, request),
+                pdv(PDataValueType::Data, id_bytes),
+                pdv(PDataValueType::Command, cancel),
+            ],
+        })
+        .unwrap();
+        loop {
+            let Pdu::PData { data } = ul.receive().unwrap() else {
+                panic!("P-DATA expected")
+            };
+            for v in data
+                .iter()
+                .filter(|v| v.value_type == PDataValueType::Command)
+            {
+                let c = DimseCommand::parse(&v.data).unwrap();
+                if c.u16(tags::STATUS) != Some(0xFF00) {
+                    let _ = ul.release();
+                    return c;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(last.u16(tags::STATUS), Some(0xFE00));
+    let completed = last.u16(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS).unwrap();
+    assert!((completed as usize) < study.len());
+    assert!(echo_ok(&srv).await);
+}
