@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -59,6 +60,38 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub dicom_allowed_caller: Vec<String>,
+    /// Largest PDU we accept on DICOM associations, in bytes, 4096 to 16777216
+    /// (default: 262144).
+    #[arg(
+        long = "dicom-max-pdu",
+        env = "AINA_DICOM_MAX_PDU",
+        value_name = "BYTES"
+    )]
+    pub dicom_max_pdu: Option<u32>,
+    /// DICOM associations served at once, 1 to 10000; more are rejected with
+    /// A-ASSOCIATE-RJ "local limit exceeded" (default: 64).
+    #[arg(
+        long = "dicom-max-associations",
+        env = "AINA_DICOM_MAX_ASSOCIATIONS",
+        value_name = "N"
+    )]
+    pub dicom_max_associations: Option<usize>,
+    /// Seconds an association may stay silent before it is aborted, 1 to 86400
+    /// (default: 120).
+    #[arg(
+        long = "dicom-idle-timeout-secs",
+        env = "AINA_DICOM_IDLE_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
+    pub dicom_idle_timeout_secs: Option<u64>,
+    /// Seconds a peer has from connecting to the end of association negotiation,
+    /// 1 to 3600 (default: 30).
+    #[arg(
+        long = "dicom-association-timeout-secs",
+        env = "AINA_DICOM_ASSOCIATION_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
+    pub dicom_association_timeout_secs: Option<u64>,
     /// What to do with different bytes under a stored SOP Instance UID
     /// (default: reject).
     #[arg(long = "conflict-policy", env = "AINA_CONFLICT_POLICY", value_enum)]
@@ -127,6 +160,14 @@ pub struct Config {
     pub dicom_peers: Vec<DicomPeer>,
     /// Empty: any caller may associate.
     pub dicom_allowed_callers: Vec<AllowedCaller>,
+    /// Largest PDU we accept (PS3.8 D.1 Maximum Length).
+    pub dicom_max_pdu: u32,
+    /// Associations served at once.
+    pub dicom_max_associations: usize,
+    /// An association silent this long is aborted.
+    pub dicom_idle_timeout: Duration,
+    /// Time from connection to A-ASSOCIATE-AC (or -RJ).
+    pub dicom_association_timeout: Duration,
     pub conflict_policy: ConflictPolicy,
     pub cors_origins: Vec<String>,
     pub max_instance_bytes: u64,
@@ -156,7 +197,11 @@ impl Settings {
             storage,
             conflict_policy,
             max_instance_bytes,
-            public_url
+            public_url,
+            dicom_max_pdu,
+            dicom_max_associations,
+            dicom_idle_timeout_secs,
+            dicom_association_timeout_secs
         );
         if self.dicom_peer.is_empty() {
             self.dicom_peer = file.dicom_peer;
@@ -187,6 +232,30 @@ impl Settings {
             .iter()
             .map(|c| parse_allowed_caller(c))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let dicom_max_pdu = in_range(
+            "dicom-max-pdu",
+            self.dicom_max_pdu,
+            256 * 1024,
+            4096..=16 << 20,
+        )?;
+        let dicom_max_associations = in_range(
+            "dicom-max-associations",
+            self.dicom_max_associations,
+            64,
+            1..=10_000,
+        )?;
+        let dicom_idle_timeout = in_range(
+            "dicom-idle-timeout-secs",
+            self.dicom_idle_timeout_secs,
+            120,
+            1..=86_400,
+        )?;
+        let dicom_association_timeout = in_range(
+            "dicom-association-timeout-secs",
+            self.dicom_association_timeout_secs,
+            30,
+            1..=3_600,
+        )?;
         let database = self
             .database
             .unwrap_or_else(|| format!("sqlite://{}", data.join("index.db").display()));
@@ -207,12 +276,38 @@ impl Settings {
             storage,
             dicom_peers,
             dicom_allowed_callers,
+            dicom_max_pdu,
+            dicom_max_associations,
+            dicom_idle_timeout: Duration::from_secs(dicom_idle_timeout),
+            dicom_association_timeout: Duration::from_secs(dicom_association_timeout),
             conflict_policy: self.conflict_policy.map(Into::into).unwrap_or_default(),
             cors_origins,
             max_instance_bytes: self.max_instance_bytes.unwrap_or(4 << 30),
             public_url: self.public_url.map(|u| u.trim_end_matches('/').to_owned()),
         })
     }
+}
+
+/// `value`, or `default` when not given; an error naming the setting when
+/// outside `range`.
+fn in_range<T>(
+    name: &str,
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> anyhow::Result<T>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let value = value.unwrap_or(default);
+    if !range.contains(&value) {
+        bail!(
+            "{name} must be {} to {}, got {value}",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(value)
 }
 
 /// `file://` URLs need an absolute path; a relative data directory is taken from
@@ -329,6 +424,78 @@ mod tests {
             ..Default::default()
         };
         assert!(s.resolve().is_err());
+    }
+
+    #[test]
+    fn dicom_limits_parse_and_are_validated() {
+        let c = Settings::default().resolve().unwrap();
+        assert_eq!(c.dicom_max_pdu, 256 * 1024);
+        assert_eq!(c.dicom_max_associations, 64);
+        assert_eq!(c.dicom_idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.dicom_association_timeout, Duration::from_secs(30));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aina.toml");
+        std::fs::write(
+            &file,
+            "dicom-max-pdu = 16384\ndicom-max-associations = 8\n\
+             dicom-idle-timeout-secs = 600\ndicom-association-timeout-secs = 5\n",
+        )
+        .unwrap();
+        let s = Settings {
+            config: Some(file),
+            dicom_max_associations: Some(2),
+            ..Default::default()
+        };
+        let c = s.merge_file().unwrap().resolve().unwrap();
+        assert_eq!(c.dicom_max_pdu, 16384);
+        assert_eq!(c.dicom_max_associations, 2, "the flag wins over the file");
+        assert_eq!(c.dicom_idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.dicom_association_timeout, Duration::from_secs(5));
+
+        let parsed = <CliSettings as clap::Parser>::try_parse_from([
+            "aina",
+            "--dicom-max-pdu",
+            "65536",
+            "--dicom-idle-timeout-secs",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(parsed.settings.dicom_max_pdu, Some(65536));
+        assert_eq!(parsed.settings.dicom_idle_timeout_secs, Some(30));
+
+        for bad in [
+            Settings {
+                dicom_max_pdu: Some(1024),
+                ..Default::default()
+            },
+            Settings {
+                dicom_max_pdu: Some(u32::MAX),
+                ..Default::default()
+            },
+            Settings {
+                dicom_max_associations: Some(0),
+                ..Default::default()
+            },
+            Settings {
+                dicom_idle_timeout_secs: Some(0),
+                ..Default::default()
+            },
+            Settings {
+                dicom_association_timeout_secs: Some(3_601),
+                ..Default::default()
+            },
+        ] {
+            let e = bad.resolve().unwrap_err().to_string();
+            assert!(e.contains("dicom-"), "{e}");
+        }
+    }
+
+    /// The settings as a command line, to check the flag names.
+    #[derive(clap::Parser)]
+    struct CliSettings {
+        #[command(flatten)]
+        settings: Settings,
     }
 
     #[test]

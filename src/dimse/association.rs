@@ -10,13 +10,14 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, uids};
 use dicom_ul::association::{Association, AsyncServerAssociation, Error as UlError};
 use dicom_ul::pdu::{
     PDataValue, PDataValueType, Pdu, PresentationContextNegotiated, PresentationContextResultReason,
 };
 use tokio::net::TcpStream;
 
+use super::commitment;
 use super::find::find;
 use super::message::{Assembler, Command, Message, field, fragments, response};
 use super::presentation::{FIND_SOP_CLASSES, GET_SOP_CLASSES, MOVE_SOP_CLASSES, is_storage};
@@ -90,10 +91,16 @@ enum Target {
 
 /// Negotiates and serves one association on `socket`.
 pub async fn run(socket: TcpStream, peer: SocketAddr, options: &Options, state: AppState) {
-    let ul = match options.establish_async(socket).await {
-        Ok(ul) => ul,
-        Err(e) => {
+    let timeout = state.config.dicom_association_timeout;
+    let ul = match tokio::time::timeout(timeout, options.establish_async(socket)).await {
+        Ok(Ok(ul)) => ul,
+        Ok(Err(e)) => {
             tracing::info!(%peer, reason = %e, "association not established");
+            return;
+        }
+        Err(_) => {
+            // The socket is dropped with the future: the connection closes.
+            tracing::info!(%peer, ?timeout, "association not established in time");
             return;
         }
     };
@@ -222,6 +229,14 @@ impl Connection {
             }
             field::C_FIND_RQ => self.find(&pc, message).await,
             field::C_MOVE_RQ | field::C_GET_RQ => self.retrieve(&pc, message).await,
+            field::N_ACTION_RQ => self.commit(&pc, message).await,
+            f if f == field::N_EVENT_REPORT_RQ | field::RESPONSE_BIT => {
+                tracing::info!(
+                    status = command.u16(tags::STATUS),
+                    "storage commitment report acknowledged"
+                );
+                Ok(())
+            }
             // No operation of that ID is running any more: nothing to cancel
             // (PS3.7 §9.3.2.3 lets a C-CANCEL arrive after the last response).
             field::C_CANCEL_RQ => Ok(()),
@@ -281,6 +296,79 @@ impl Connection {
             self.send(pc.id, rsp, Some(identifier)).await?;
         }
         self.respond(pc, request, &answer.last).await
+    }
+
+    /// Storage commitment (PS3.4 J.3.2): answers the N-ACTION, checks the
+    /// instances, and sends the N-EVENT-REPORT here unless the requester is
+    /// already releasing the association, in which case it goes over a new one.
+    async fn commit(
+        &mut self,
+        pc: &PresentationContextNegotiated,
+        message: Message,
+    ) -> Result<(), End> {
+        let command = &message.command;
+        let request = if pc.abstract_syntax != uids::STORAGE_COMMITMENT_PUSH_MODEL {
+            Err(Status::with_comment(
+                status::SOP_CLASS_NOT_SUPPORTED,
+                "N-ACTION on a context that is not Storage Commitment",
+            ))
+        } else {
+            commitment::parse_request(command, &pc.transfer_syntax, &message.data)
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(status) => {
+                tracing::info!(
+                    status = status.code,
+                    comment = status.comment,
+                    "storage commitment request refused"
+                );
+                return self
+                    .send(pc.id, commitment::action_rsp(command, &status), None)
+                    .await;
+            }
+        };
+        let rsp = commitment::action_rsp(command, &Status::ok(status::SUCCESS));
+        self.send(pc.id, rsp, None).await?;
+        let references = request.references.len();
+        let report = commitment::check(&*self.state.index, request).await;
+        tracing::info!(
+            transaction_uid = report.transaction_uid,
+            references,
+            failed = report.failed.len(),
+            "storage commitment checked"
+        );
+        if self.releasing().await? {
+            tokio::spawn(commitment::deliver(
+                self.state.config.clone(),
+                self.calling_ae_title.clone(),
+                report,
+            ));
+            return Ok(());
+        }
+        let data = report
+            .encode(&self.state.config.ae_title, &pc.transfer_syntax)
+            .map_err(|e| End::Abort(format!("cannot encode the commitment report: {e}")))?;
+        let message_id = self.next_message_id;
+        self.next_message_id = self.next_message_id.wrapping_add(1).max(1);
+        let rq = commitment::event_report_rq(message_id, report.event_type_id());
+        // The N-EVENT-REPORT-RSP comes back through the main loop.
+        self.send(pc.id, rq, Some(&data)).await
+    }
+
+    /// Whether the peer has asked to release or abort the association (or
+    /// closed it), without waiting; what is read is kept for the main loop.
+    async fn releasing(&mut self) -> Result<bool, End> {
+        match tokio::time::timeout(Duration::ZERO, self.ul.receive()).await {
+            Ok(Ok(Pdu::PData { data })) => self.pdvs.extend(data),
+            Ok(Ok(other)) => self.stash.push_back(other),
+            Ok(Err(_)) => return Ok(true),
+            Err(_) => {}
+        }
+        Ok(self
+            .stash
+            .iter()
+            .any(|pdu| matches!(pdu, Pdu::ReleaseRQ | Pdu::AbortRQ { .. })))
     }
 
     /// C-MOVE or C-GET: resolves the identifier, runs one C-STORE sub-operation

@@ -23,6 +23,8 @@ pub mod field {
     pub const C_MOVE_RQ: u16 = 0x0021;
     pub const C_ECHO_RQ: u16 = 0x0030;
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
+    pub const N_EVENT_REPORT_RQ: u16 = 0x0100;
+    pub const N_ACTION_RQ: u16 = 0x0130;
     /// A response's Command Field is its request's with this bit set.
     pub const RESPONSE_BIT: u16 = 0x8000;
 }
@@ -502,6 +504,145 @@ mod tests {
             a.push(pdv(PDataValueType::Data, true, b"x")).unwrap_err(),
             MessageError::DataBeforeCommand
         );
+    }
+
+    /// SplitMix64: a seeded generator, so a failure is reproducible.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+
+        fn bytes(&mut self, len: usize) -> Vec<u8> {
+            (0..len).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    /// Real command sets to mutate: requests and responses of every kind served.
+    fn seeds() -> Vec<Vec<u8>> {
+        let store = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::C_STORE_RQ)
+            .u16(tags::MESSAGE_ID, 3)
+            .u16(tags::PRIORITY, 0)
+            .u16(tags::COMMAND_DATA_SET_TYPE, 0)
+            .uid(tags::AFFECTED_SOP_CLASS_UID, "1.2.840.10008.5.1.4.1.1.1")
+            .uid(tags::AFFECTED_SOP_INSTANCE_UID, "2.25.123456789")
+            .text(tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE, "WS")
+            .finish();
+        let action = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::N_ACTION_RQ)
+            .u16(tags::MESSAGE_ID, 4)
+            .u16(tags::COMMAND_DATA_SET_TYPE, 0)
+            .uid(tags::REQUESTED_SOP_CLASS_UID, "1.2.840.10008.1.20.1")
+            .uid(tags::REQUESTED_SOP_INSTANCE_UID, "1.2.840.10008.1.20.1.1")
+            .u16(tags::ACTION_TYPE_ID, 1)
+            .finish();
+        let echo = Command::parse(&echo_rq(9)).unwrap();
+        let rsp = response(&echo, &Status::with_comment(status::WARNING, "x"), false).finish();
+        vec![echo_rq(1), store, action, rsp]
+    }
+
+    fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(bytes.len());
+            match rng.below(6) {
+                0 if !bytes.is_empty() => bytes[at] = rng.next() as u8,
+                1 => bytes.truncate(at),
+                2 => bytes.insert(at.min(bytes.len()), rng.next() as u8),
+                3 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                // A length field (bytes 4..8 of an element) set to something
+                // large or odd.
+                4 if at + 4 <= bytes.len() => {
+                    let len = [u32::MAX, 0x7FFF_FFFF, 0xFFFF_FFF8, 1, 0][rng.below(5)];
+                    bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                }
+                _ => {
+                    let len = rng.below(16);
+                    bytes.extend(rng.bytes(len));
+                }
+            }
+        }
+        bytes
+    }
+
+    /// The stable, CI-run counterpart of `fuzz/` (docs/dimse.md): random and
+    /// mutated command sets, and random fragment sequences, must give errors,
+    /// never panics.
+    #[test]
+    fn malformed_input_never_panics() {
+        let mut rng = Rng(0x00A1_4A00);
+        let seeds = seeds();
+        let mut errors = 0;
+        for round in 0..20_000 {
+            let input = if round % 4 == 0 {
+                let len = rng.below(64);
+                rng.bytes(len)
+            } else {
+                let seed = seeds[rng.below(seeds.len())].clone();
+                mutate(&mut rng, seed)
+            };
+            match Command::parse(&input) {
+                Ok(c) => {
+                    // Whatever parsed reads back without panicking either.
+                    let _ = (
+                        c.message_id(),
+                        c.has_data_set(),
+                        c.string(tags::ERROR_COMMENT),
+                    );
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        assert!(
+            errors > 5_000,
+            "only {errors} errors: the mutations are too mild"
+        );
+
+        // Fragment sequences: commands, data, contexts and last flags at random,
+        // into one assembler that is replaced after each error (as the
+        // association is aborted).
+        let mut assembler = Assembler::new(64);
+        let mut failures = 0;
+        for _ in 0..20_000 {
+            let value_type = if rng.below(2) == 0 {
+                PDataValueType::Command
+            } else {
+                PDataValueType::Data
+            };
+            let data = match (&value_type, rng.below(3)) {
+                (PDataValueType::Command, 0) => seeds[rng.below(seeds.len())].clone(),
+                (PDataValueType::Command, 1) => {
+                    let seed = seeds[rng.below(seeds.len())].clone();
+                    mutate(&mut rng, seed)
+                }
+                _ => {
+                    let len = rng.below(100);
+                    rng.bytes(len)
+                }
+            };
+            let pdv = PDataValue {
+                presentation_context_id: [1, 1, 1, 3][rng.below(4)],
+                value_type,
+                is_last: rng.below(3) != 0,
+                data,
+            };
+            if assembler.push(pdv).is_err() {
+                failures += 1;
+                assembler = Assembler::new(64);
+            }
+        }
+        assert!(failures > 0);
     }
 
     #[test]

@@ -6,15 +6,17 @@
 //! storage SOP class and transfer syntax of [`presentation`]), Query (C-FIND,
 //! Patient Root and Study Root, PATIENT to IMAGE, with C-CANCEL), Retrieve
 //! (C-MOVE to configured peers and C-GET, [`retrieve`], sending with the C-STORE
-//! SCU of [`scu`], which `aina send` uses too). Each association runs in its own
-//! task; at most [`MAX_ASSOCIATIONS`] at once (more are rejected with
-//! A-ASSOCIATE-RJ "local limit exceeded"), each ended after [`IDLE_TIMEOUT`]
-//! without a PDU. Who may associate is [`policy`]'s.
+//! SCU of [`scu`], which `aina send` uses too), Storage Commitment Push Model
+//! ([`commitment`]). Each association runs in its own
+//! task; at most `--dicom-max-associations` at once (more are rejected with
+//! A-ASSOCIATE-RJ "local limit exceeded"), each given
+//! `--dicom-association-timeout-secs` to negotiate and ended after
+//! `--dicom-idle-timeout-secs` without a PDU. Who may associate is [`policy`]'s.
 //!
-//! Left out (docs/dimse.md says what is planned): storage commitment, and
-//! settings for the limits and timeouts.
+//! Left out: see docs/dimse.md, "Not done yet".
 
 mod association;
+pub mod commitment;
 pub mod find;
 pub mod message;
 pub mod policy;
@@ -41,17 +43,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::app::AppState;
+use crate::config::Config;
 use policy::{Callers, Roles};
 
-/// Associations served at once; more are turned away until one ends.
-pub const MAX_ASSOCIATIONS: usize = 64;
-/// An association that sends nothing for this long is aborted (a modality
-/// that has crashed half-way must not hold a slot for ever).
+/// How long the SCU (C-MOVE, `aina send`) waits for a silent peer; the
+/// listener's idle timeout is `config.dicom_idle_timeout`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A peer that takes no data for this long is given up on.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The largest PDU we accept (PS3.8 D.1 Maximum Length): big enough that large
-/// images cross in few PDUs, small enough to bound what one read buffers.
+/// The largest PDU the SCU accepts (PS3.8 D.1 Maximum Length): big enough that
+/// large images cross in few PDUs, small enough to bound what one read buffers.
+/// The listener's is `config.dicom_max_pdu`.
 pub const MAX_PDU_LENGTH: u32 = 256 * 1024;
 /// The largest PDU we send, whatever the peer accepts.
 const MAX_SEND_PDU: u32 = 256 * 1024;
@@ -62,13 +64,13 @@ type BaseOptions = ServerAssociationOptions<'static, AcceptAny, Roles>;
 /// The options of one connection.
 type Options = ServerAssociationOptions<'static, Callers, Roles>;
 
-fn options(ae_title: &str) -> BaseOptions {
+fn options(config: &Config) -> BaseOptions {
     let mut options = ServerAssociationOptions::new()
         .accept_any()
         .with_negotiation(Roles)
-        .ae_title(ae_title.to_owned())
-        .max_pdu_length(MAX_PDU_LENGTH)
-        .read_timeout(IDLE_TIMEOUT)
+        .ae_title(config.ae_title.clone())
+        .max_pdu_length(config.dicom_max_pdu)
+        .read_timeout(config.dicom_idle_timeout)
         .write_timeout(WRITE_TIMEOUT);
     for uid in presentation::abstract_syntaxes() {
         options = options.with_abstract_syntax(uid);
@@ -81,8 +83,8 @@ fn options(ae_title: &str) -> BaseOptions {
 
 /// Accepts associations on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: AppState) {
-    let options = Arc::new(options(&state.config.ae_title));
-    let slots = Arc::new(Semaphore::new(MAX_ASSOCIATIONS));
+    let options = Arc::new(options(&state.config));
+    let slots = Arc::new(Semaphore::new(state.config.dicom_max_associations));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -107,7 +109,7 @@ pub async fn serve(listener: TcpListener, state: AppState) {
                 });
             }
             Err(_) => {
-                tokio::spawn(reject_busy(socket, peer));
+                tokio::spawn(reject_busy(socket, peer, state.config.clone()));
             }
         }
     }
@@ -115,11 +117,11 @@ pub async fn serve(listener: TcpListener, state: AppState) {
 
 /// Turns a connection away with A-ASSOCIATE-RJ, transient, "local limit
 /// exceeded" (PS3.8 §9.3.4), so that the peer retries later.
-async fn reject_busy(mut socket: TcpStream, peer: SocketAddr) {
+async fn reject_busy(mut socket: TcpStream, peer: SocketAddr, config: Arc<Config>) {
     let mut buffer = BytesMut::new();
     let request = tokio::time::timeout(
-        Duration::from_secs(10),
-        read_pdu_from_wire_async(&mut socket, &mut buffer, MAX_PDU_LENGTH, true),
+        config.dicom_association_timeout,
+        read_pdu_from_wire_async(&mut socket, &mut buffer, config.dicom_max_pdu, true),
     )
     .await;
     if !matches!(request, Ok(Ok(Pdu::AssociationRQ(_)))) {
@@ -135,5 +137,9 @@ async fn reject_busy(mut socket: TcpStream, peer: SocketAddr) {
     if write_pdu(&mut out, &reject).is_ok() {
         let _ = socket.write_all(&out).await;
     }
-    tracing::warn!(%peer, max = MAX_ASSOCIATIONS, "association rejected: too many at once");
+    tracing::warn!(
+        %peer,
+        max = config.dicom_max_associations,
+        "association rejected: too many at once"
+    );
 }

@@ -285,7 +285,8 @@ pub fn is_storage(uid: &str) -> bool {
 
 /// Every abstract syntax the listener accepts.
 pub fn abstract_syntaxes() -> impl Iterator<Item = &'static str> {
-    std::iter::once(uids::VERIFICATION)
+    [uids::VERIFICATION, uids::STORAGE_COMMITMENT_PUSH_MODEL]
+        .into_iter()
         .chain(FIND_SOP_CLASSES.iter().copied())
         .chain(MOVE_SOP_CLASSES.iter().copied())
         .chain(GET_SOP_CLASSES.iter().copied())

@@ -962,3 +962,408 @@ async fn move_honours_cancel() {
     assert!((completed as usize) < study.len());
     assert!(echo_ok(&srv).await);
 }
+
+/// `--dicom-max-associations 1`: while one association is open a second is
+/// refused (A-ASSOCIATE-RJ, transient), and the first one still works.
+#[tokio::test]
+async fn association_cap_refuses_the_second() {
+    if !dcmtk() {
+        return;
+    }
+    let srv = common::start_with(|s| s.dicom_max_associations = Some(1)).await;
+    let addr = srv.server.dicom_addr;
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut ul = dicom_ul::ClientAssociationOptions::new()
+            .calling_ae_title("FIRST")
+            .called_ae_title("AINA")
+            .with_presentation_context(uids::VERIFICATION, vec![uids::IMPLICIT_VR_LITTLE_ENDIAN])
+            .establish(addr)
+            .unwrap();
+        opened_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let pc = ul.presentation_contexts()[0].id;
+        let echo = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::C_ECHO_RQ)
+            .u16(tags::MESSAGE_ID, 1)
+            .u16(tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET)
+            .uid(tags::AFFECTED_SOP_CLASS_UID, uids::VERIFICATION)
+            .finish();
+        ul.send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: echo,
+            }],
+        })
+        .unwrap();
+        let Pdu::PData { data } = ul.receive().unwrap() else {
+            panic!("P-DATA expected")
+        };
+        let status = DimseCommand::parse(&data[0].data)
+            .unwrap()
+            .u16(tags::STATUS);
+        let _ = ul.release();
+        status
+    });
+    opened_rx.await.unwrap();
+    let (ok, out) = run("echoscu", &srv, &[], &[]).await;
+    assert!(!ok, "{out}");
+    assert!(out.to_lowercase().contains("reject"), "{out}");
+    go_tx.send(()).unwrap();
+    assert_eq!(first.await.unwrap(), Some(0x0000));
+    // The slot is free again once the first association has ended.
+    let mut freed = false;
+    for _ in 0..50 {
+        if echo_ok(&srv).await {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed);
+}
+
+/// Storage commitment on the same association: two instances stored by
+/// storescu and one unknown UID; the N-EVENT-REPORT (event type 2) commits the
+/// two and fails the third with 0x0112, and our N-EVENT-REPORT-RSP is taken.
+#[tokio::test]
+async fn storage_commitment_reports_on_the_same_association() {
+    if !dcmtk() {
+        return;
+    }
+    let srv = common::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stored: Vec<(String, String)> = sample()
+        .iter()
+        .take(2)
+        .map(|g| {
+            let obj = open(&g.bytes);
+            (
+                text(&obj, tags::SOP_CLASS_UID),
+                text(&obj, tags::SOP_INSTANCE_UID),
+            )
+        })
+        .collect();
+    let files: Vec<PathBuf> = sample()
+        .iter()
+        .take(2)
+        .enumerate()
+        .map(|(i, g)| write(dir.path(), &format!("c{i}.dcm"), &g.bytes))
+        .collect();
+    let (ok, out) = run("storescu", &srv, &[], &files).await;
+    assert!(ok, "{out}");
+    let unknown = (stored[0].0.clone(), "2.25.999999".to_owned());
+    let mut references = stored.clone();
+    references.push(unknown.clone());
+    let addr = srv.server.dicom_addr;
+    let explicit = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+    let (event, report) = tokio::task::spawn_blocking(move || {
+        let mut ul = dicom_ul::ClientAssociationOptions::new()
+            .calling_ae_title("MAMMO")
+            .called_ae_title("AINA")
+            .with_presentation_context(
+                uids::STORAGE_COMMITMENT_PUSH_MODEL,
+                vec![uids::EXPLICIT_VR_LITTLE_ENDIAN],
+            )
+            .establish(addr)
+            .unwrap();
+        let pc = ul.presentation_contexts()[0].id;
+        let action = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::N_ACTION_RQ)
+            .u16(tags::MESSAGE_ID, 5)
+            .u16(tags::COMMAND_DATA_SET_TYPE, 0)
+            .uid(
+                tags::REQUESTED_SOP_CLASS_UID,
+                uids::STORAGE_COMMITMENT_PUSH_MODEL,
+            )
+            .uid(
+                tags::REQUESTED_SOP_INSTANCE_UID,
+                uids::STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
+            )
+            .u16(tags::ACTION_TYPE_ID, 1)
+            .finish();
+        let mut request = InMemDicomObject::new_empty();
+        request.put_str(tags::TRANSACTION_UID, dicom_core::VR::UI, "2.25.4242");
+        let items: Vec<InMemDicomObject> = references
+            .iter()
+            .map(|(class, instance)| {
+                let mut item = InMemDicomObject::new_empty();
+                item.put_str(tags::REFERENCED_SOP_CLASS_UID, dicom_core::VR::UI, class);
+                item.put_str(
+                    tags::REFERENCED_SOP_INSTANCE_UID,
+                    dicom_core::VR::UI,
+                    instance,
+                );
+                item
+            })
+            .collect();
+        request.put(dicom_core::DataElement::new(
+            tags::REFERENCED_SOP_SEQUENCE,
+            dicom_core::VR::SQ,
+            dicom_core::value::DataSetSequence::from(items),
+        ));
+        let mut data = Vec::new();
+        request.write_dataset_with_ts(&mut data, &explicit).unwrap();
+        let pdv = |value_type, data: Vec<u8>| PDataValue {
+            presentation_context_id: pc,
+            value_type,
+            is_last: true,
+            data,
+        };
+        ul.send(&Pdu::PData {
+            data: vec![
+                pdv(PDataValueType::Command, action),
+                pdv(PDataValueType::Data, data),
+            ],
+        })
+        .unwrap();
+        // N-ACTION-RSP, then N-EVENT-REPORT-RQ with its data set, in whatever
+        // PDUs the SCP chose.
+        let mut pdvs = Vec::new();
+        while pdvs
+            .iter()
+            .filter(|v: &&PDataValue| v.value_type == PDataValueType::Data && v.is_last)
+            .count()
+            == 0
+        {
+            let Pdu::PData { data } = ul.receive().unwrap() else {
+                panic!("P-DATA expected")
+            };
+            pdvs.extend(data);
+        }
+        let commands: Vec<DimseCommand> = pdvs
+            .iter()
+            .filter(|v| v.value_type == PDataValueType::Command)
+            .map(|v| DimseCommand::parse(&v.data).unwrap())
+            .collect();
+        assert_eq!(commands[0].field, 0x8130, "N-ACTION-RSP first");
+        assert_eq!(commands[0].u16(tags::STATUS), Some(0x0000));
+        assert_eq!(
+            commands[0].u16(tags::MESSAGE_ID_BEING_RESPONDED_TO),
+            Some(5)
+        );
+        let event = commands[1].clone();
+        assert_eq!(event.field, field::N_EVENT_REPORT_RQ);
+        let report_bytes: Vec<u8> = pdvs
+            .iter()
+            .filter(|v| v.value_type == PDataValueType::Data)
+            .flat_map(|v| v.data.clone())
+            .collect();
+        let report =
+            InMemDicomObject::read_dataset_with_ts(report_bytes.as_slice(), &explicit).unwrap();
+        let rsp = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::N_EVENT_REPORT_RQ | 0x8000)
+            .u16(tags::MESSAGE_ID_BEING_RESPONDED_TO, event.message_id())
+            .u16(tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET)
+            .u16(tags::STATUS, 0)
+            .uid(
+                tags::AFFECTED_SOP_CLASS_UID,
+                uids::STORAGE_COMMITMENT_PUSH_MODEL,
+            )
+            .uid(
+                tags::AFFECTED_SOP_INSTANCE_UID,
+                uids::STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
+            )
+            .u16(tags::EVENT_TYPE_ID, 2)
+            .finish();
+        ul.send(&Pdu::PData {
+            data: vec![pdv(PDataValueType::Command, rsp)],
+        })
+        .unwrap();
+        ul.release().unwrap();
+        (event, report)
+    })
+    .await
+    .unwrap();
+    assert_eq!(event.u16(tags::EVENT_TYPE_ID), Some(2));
+    assert_eq!(
+        event.string(tags::AFFECTED_SOP_INSTANCE_UID).as_deref(),
+        Some(uids::STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE)
+    );
+    assert_eq!(text(&report, tags::TRANSACTION_UID), "2.25.4242");
+    let pairs = |tag| -> Vec<(String, String)> {
+        report
+            .element(tag)
+            .unwrap()
+            .items()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    text(i, tags::REFERENCED_SOP_CLASS_UID),
+                    text(i, tags::REFERENCED_SOP_INSTANCE_UID),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(pairs(tags::REFERENCED_SOP_SEQUENCE), stored);
+    assert_eq!(pairs(tags::FAILED_SOP_SEQUENCE), vec![unknown]);
+    let failed = report.element(tags::FAILED_SOP_SEQUENCE).unwrap();
+    let reason = failed.items().unwrap()[0]
+        .element(tags::FAILURE_REASON)
+        .unwrap()
+        .to_int::<u16>()
+        .unwrap();
+    assert_eq!(reason, 0x0112);
+    assert!(echo_ok(&srv).await);
+}
+
+/// Storage commitment when the requester releases before the report: the
+/// report comes over a new association to the requester, a configured peer,
+/// on which we propose the SCP role.
+#[tokio::test]
+async fn storage_commitment_reports_on_a_new_association_after_release() {
+    if !dcmtk() {
+        return;
+    }
+    let modality = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = format!("MAMMO=127.0.0.1:{}", modality.local_addr().unwrap().port());
+    let srv = common::start_with(|s| s.dicom_peer = vec![peer]).await;
+    let addr = srv.server.dicom_addr;
+    // The modality's own SCP, waiting for the report.
+    let listener = tokio::task::spawn_blocking(move || {
+        let (socket, _) = modality.accept().unwrap();
+        let mut ul = dicom_ul::ServerAssociationOptions::new()
+            .accept_any()
+            .ae_title("MAMMO")
+            .with_abstract_syntax(uids::STORAGE_COMMITMENT_PUSH_MODEL)
+            .establish(socket)
+            .unwrap();
+        assert_eq!(
+            dicom_ul::association::Association::peer_ae_title(&ul),
+            "AINA"
+        );
+        let pc = ul.presentation_contexts()[0].clone();
+        assert_eq!(pc.transfer_syntax, uids::EXPLICIT_VR_LITTLE_ENDIAN);
+        let mut pdvs: Vec<PDataValue> = Vec::new();
+        while !pdvs
+            .iter()
+            .any(|v| v.value_type == PDataValueType::Data && v.is_last)
+        {
+            let Pdu::PData { data } = ul.receive().unwrap() else {
+                panic!("P-DATA expected")
+            };
+            pdvs.extend(data);
+        }
+        let event = DimseCommand::parse(&pdvs[0].data).unwrap();
+        let bytes: Vec<u8> = pdvs
+            .iter()
+            .filter(|v| v.value_type == PDataValueType::Data)
+            .flat_map(|v| v.data.clone())
+            .collect();
+        let explicit = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        let report = InMemDicomObject::read_dataset_with_ts(bytes.as_slice(), &explicit).unwrap();
+        let rsp = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::N_EVENT_REPORT_RQ | 0x8000)
+            .u16(tags::MESSAGE_ID_BEING_RESPONDED_TO, event.message_id())
+            .u16(tags::COMMAND_DATA_SET_TYPE, NO_DATA_SET)
+            .u16(tags::STATUS, 0)
+            .finish();
+        ul.send(&Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc.id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: rsp,
+            }],
+        })
+        .unwrap();
+        // Our side releases.
+        assert!(matches!(ul.receive().unwrap(), Pdu::ReleaseRQ));
+        ul.send(&Pdu::ReleaseRP).unwrap();
+        (event, report)
+    });
+    tokio::task::spawn_blocking(move || {
+        let mut ul = dicom_ul::ClientAssociationOptions::new()
+            .calling_ae_title("MAMMO")
+            .called_ae_title("AINA")
+            .with_presentation_context(
+                uids::STORAGE_COMMITMENT_PUSH_MODEL,
+                vec![uids::EXPLICIT_VR_LITTLE_ENDIAN],
+            )
+            .establish(addr)
+            .unwrap();
+        let pc = ul.presentation_contexts()[0].id;
+        let action = CommandWriter::default()
+            .u16(tags::COMMAND_FIELD, field::N_ACTION_RQ)
+            .u16(tags::MESSAGE_ID, 1)
+            .u16(tags::COMMAND_DATA_SET_TYPE, 0)
+            .uid(
+                tags::REQUESTED_SOP_CLASS_UID,
+                uids::STORAGE_COMMITMENT_PUSH_MODEL,
+            )
+            .uid(
+                tags::REQUESTED_SOP_INSTANCE_UID,
+                uids::STORAGE_COMMITMENT_PUSH_MODEL_INSTANCE,
+            )
+            .u16(tags::ACTION_TYPE_ID, 1)
+            .finish();
+        let mut request = InMemDicomObject::new_empty();
+        request.put_str(tags::TRANSACTION_UID, dicom_core::VR::UI, "2.25.77");
+        let mut item = InMemDicomObject::new_empty();
+        item.put_str(
+            tags::REFERENCED_SOP_CLASS_UID,
+            dicom_core::VR::UI,
+            uids::DIGITAL_MAMMOGRAPHY_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
+        );
+        item.put_str(
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            dicom_core::VR::UI,
+            "2.25.55",
+        );
+        request.put(dicom_core::DataElement::new(
+            tags::REFERENCED_SOP_SEQUENCE,
+            dicom_core::VR::SQ,
+            dicom_core::value::DataSetSequence::from(vec![item]),
+        ));
+        let mut data = Vec::new();
+        let explicit = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+        request.write_dataset_with_ts(&mut data, &explicit).unwrap();
+        let pdv = |value_type, data: Vec<u8>| PDataValue {
+            presentation_context_id: pc,
+            value_type,
+            is_last: true,
+            data,
+        };
+        // The request and the release at once: the SCP sees the release
+        // before it could send the report here.
+        ul.send(&Pdu::PData {
+            data: vec![
+                pdv(PDataValueType::Command, action),
+                pdv(PDataValueType::Data, data),
+            ],
+        })
+        .unwrap();
+        ul.send(&Pdu::ReleaseRQ).unwrap();
+        loop {
+            match ul.receive().unwrap() {
+                Pdu::PData { data } => {
+                    let c = DimseCommand::parse(&data[0].data).unwrap();
+                    assert_eq!(c.field, 0x8130, "only the N-ACTION-RSP comes here");
+                }
+                Pdu::ReleaseRP => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let (event, report) = tokio::time::timeout(std::time::Duration::from_secs(20), listener)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.field, field::N_EVENT_REPORT_RQ);
+    assert_eq!(event.u16(tags::EVENT_TYPE_ID), Some(2));
+    assert_eq!(text(&report, tags::TRANSACTION_UID), "2.25.77");
+    let failed = report.element(tags::FAILED_SOP_SEQUENCE).unwrap();
+    assert_eq!(
+        text(
+            &failed.items().unwrap()[0],
+            tags::REFERENCED_SOP_INSTANCE_UID
+        ),
+        "2.25.55"
+    );
+}
