@@ -663,7 +663,18 @@ fn parse_int(name: &str, v: &str) -> Result<i64, IndexError> {
 /// series_instance_uid, sop_instance_uid, sop_class_uid, transfer_syntax_uid,
 /// sha256, size_bytes, object_key, container_index, number_of_frames` and
 /// `metadata_json`.
-pub(crate) fn build_instances<DB>(scope: &Scope) -> Result<QueryBuilder<DB>, IndexError>
+/// What an instances query reads: the retrieval columns, or the stored metadata
+/// alone (a series' JSON can be megabytes; retrieval never needs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InstanceColumns {
+    Retrieval,
+    Metadata,
+}
+
+pub(crate) fn build_instances<DB>(
+    scope: &Scope,
+    columns: InstanceColumns,
+) -> Result<QueryBuilder<DB>, IndexError>
 where
     DB: Database,
     DB::Arguments: Default,
@@ -674,11 +685,16 @@ where
             "a study, series or instance is required".to_owned(),
         ));
     }
-    let mut qb = QueryBuilder::<DB>::new(
-        "SELECT i.study_instance_uid, i.series_instance_uid, i.sop_instance_uid, \
-         i.sop_class_uid, i.transfer_syntax_uid, i.sha256, i.size_bytes, i.object_key, \
-         i.container_index, i.number_of_frames, i.metadata_json \
-         FROM instances i JOIN series se ON se.series_instance_uid = i.series_instance_uid \
+    let mut qb = QueryBuilder::<DB>::new(match columns {
+        InstanceColumns::Retrieval => {
+            "SELECT i.study_instance_uid, i.series_instance_uid, i.sop_instance_uid, \
+             i.sop_class_uid, i.transfer_syntax_uid, i.sha256, i.size_bytes, i.object_key, \
+             i.container_index, i.number_of_frames"
+        }
+        InstanceColumns::Metadata => "SELECT i.metadata_json",
+    });
+    qb.push(
+        " FROM instances i JOIN series se ON se.series_instance_uid = i.series_instance_uid \
          WHERE i.superseded_at IS NULL",
     );
     if let Some(s) = &scope.study {

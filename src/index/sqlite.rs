@@ -24,7 +24,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::query::{
-    self, InstanceRowData, RowData, SeriesRowData, build_instances, build_search, fill_json,
+    self, InstanceColumns, InstanceRowData, RowData, SeriesRowData, build_instances, build_search,
+    fill_json,
 };
 use super::{
     ConflictPolicy, Index, IndexError, InsertOutcome, InstanceRecord, Scope, SearchOutcome,
@@ -286,7 +287,7 @@ impl Index for SqliteIndex {
     }
 
     async fn instances(&self, scope: &Scope) -> Result<Vec<StoredInstance>, IndexError> {
-        let mut qb = build_instances::<Sqlite>(scope)?;
+        let mut qb = build_instances::<Sqlite>(scope, InstanceColumns::Retrieval)?;
         let rows = qb.build().fetch_all(&self.reader).await?;
         rows.iter()
             .map(|r| {
@@ -308,7 +309,7 @@ impl Index for SqliteIndex {
     }
 
     async fn metadata(&self, scope: &Scope) -> Result<Vec<String>, IndexError> {
-        let mut qb = build_instances::<Sqlite>(scope)?;
+        let mut qb = build_instances::<Sqlite>(scope, InstanceColumns::Metadata)?;
         let rows = qb.build().fetch_all(&self.reader).await?;
         Ok(rows
             .iter()

@@ -151,6 +151,13 @@ pub fn split_multipart(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)
     parts
 }
 
+/// The parts of a multipart response, by its own Content-Type.
+pub async fn multipart_parts(res: reqwest::Response) -> Vec<(String, Vec<u8>)> {
+    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
+    let body = res.bytes().await.unwrap();
+    split_multipart(&ct, &body)
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }

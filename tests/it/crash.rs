@@ -141,9 +141,8 @@ fn sigkill_mid_stow_loses_nothing_acknowledged() {
                 .await
                 .unwrap();
             assert_eq!(res.status(), StatusCode::OK, "acknowledged {uid} lost");
-            let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-            let body = res.bytes().await.unwrap();
-            assert_eq!(&sha256(&split_multipart(&ct, &body)[0].1), sha, "{uid}");
+            let parts = multipart_parts(res).await;
+            assert_eq!(&sha256(&parts[0].1), sha, "{uid}");
         }
     });
     let (code, out) = crate::cli::aina(data.path(), &["verify"]);

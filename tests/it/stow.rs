@@ -115,9 +115,7 @@ async fn real_corpus_files_round_trip_bit_exact() {
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{name}");
-        let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-        let body = res.bytes().await.unwrap();
-        let parts = split_multipart(&ct, &body);
+        let parts = multipart_parts(res).await;
         assert_eq!(parts.len(), 1, "{name}");
         if transfer_syntax(&bytes) == "1.2.840.10008.1.2" {
             // Implicit VR is re-encoded for the web (checked in the wado tests).

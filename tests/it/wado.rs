@@ -62,9 +62,7 @@ async fn study_and_series_retrieve_return_every_instance() {
         )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
-    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-    let body = res.bytes().await.unwrap();
-    let parts = split_multipart(&ct, &body);
+    let parts = multipart_parts(res).await;
     assert!(
         parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"),
         "{}",
@@ -125,9 +123,7 @@ async fn metadata_has_absolute_bulk_data_uris_etags_and_compression() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-    let body = res.bytes().await.unwrap();
-    let parts = split_multipart(&ct, &body);
+    let parts = multipart_parts(res).await;
     assert_eq!(parts[0].1, pixel_bytes(&g.bytes));
 
     // Revalidation.
@@ -263,9 +259,7 @@ async fn multi_frame_and_encapsulated_frames() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-    let body = res.bytes().await.unwrap();
-    let parts = split_multipart(&ct, &body);
+    let parts = multipart_parts(res).await;
     assert_eq!(parts.len(), 2);
     assert!(parts[0].0.contains("image/dicom-rle"), "{}", parts[0].0);
     assert_eq!(parts[0].1, fragments[0]);
@@ -294,9 +288,8 @@ async fn multi_frame_and_encapsulated_frames() {
         .send()
         .await
         .unwrap();
-    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-    let body = res.bytes().await.unwrap();
-    assert_eq!(split_multipart(&ct, &body)[0].1, pixels[len..2 * len]);
+    let parts = multipart_parts(res).await;
+    assert_eq!(parts[0].1, pixels[len..2 * len]);
 }
 
 fn obj_frames(file: &[u8]) -> usize {
@@ -324,9 +317,7 @@ async fn implicit_vr_is_served_as_explicit_vr_on_the_web() {
         .send()
         .await
         .unwrap();
-    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-    let body = res.bytes().await.unwrap();
-    let parts = split_multipart(&ct, &body);
+    let parts = multipart_parts(res).await;
     assert!(
         parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"),
         "{}",
@@ -394,9 +385,8 @@ async fn compressed_instance_asked_uncompressed_is_406() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
-    let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
-    let body = res.bytes().await.unwrap();
-    let frame = &split_multipart(&ct, &body)[0].1;
+    let parts = multipart_parts(res).await;
+    let frame = &parts[0].1;
     assert_eq!(
         &frame[..2],
         &[0xFF, 0x4F],
