@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::index::Index;
 use crate::index::sqlite::SqliteIndex;
 use crate::ingest::Ingest;
+use crate::render::{Render, RenderConfig};
 use crate::retrieve::Retrieve;
 use crate::store::Store;
 
@@ -24,6 +25,8 @@ pub struct AppState {
     pub index: Arc<dyn Index>,
     /// The object store (readiness).
     pub store: Store,
+    /// Decoding, rendering, previews, thumbnails, transcoding.
+    pub render: Render,
     /// The configuration the server was started with.
     pub config: Arc<Config>,
 }
@@ -63,6 +66,14 @@ impl AppState {
                 config.max_instance_bytes,
             ),
             retrieve: Retrieve::new(store.clone(), index.clone()),
+            render: Render::new(
+                store.clone(),
+                index.clone(),
+                RenderConfig {
+                    cache_bytes: config.render_cache_bytes,
+                    ..RenderConfig::default()
+                },
+            ),
             index,
             store,
             config: Arc::new(config),
@@ -84,7 +95,10 @@ pub struct Server {
 
 impl Server {
     /// Binds the listeners and starts serving in the background.
-    pub async fn start(state: AppState) -> anyhow::Result<Self> {
+    pub async fn start(mut state: AppState) -> anyhow::Result<Self> {
+        // Previews and thumbnails of what is stored from now on are made in the
+        // background, after the acknowledgement.
+        state.ingest = state.ingest.with_derive_queue(state.render.spawn_worker());
         let listener = TcpListener::bind(state.config.http)
             .await
             .with_context(|| format!("binding HTTP to {}", state.config.http))?;

@@ -112,6 +112,14 @@ pub struct Settings {
     /// BulkDataURI (default: from the request's Host header).
     #[arg(long = "public-url", env = "AINA_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// Memory for rendered images and transcoded instances kept for reuse, in MiB
+    /// (default: 256).
+    #[arg(
+        long = "render-cache-mb",
+        env = "AINA_RENDER_CACHE_MB",
+        value_name = "MIB"
+    )]
+    pub render_cache_mb: Option<u64>,
 }
 
 /// [`ConflictPolicy`] as a command-line value.
@@ -172,6 +180,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub max_instance_bytes: u64,
     pub public_url: Option<String>,
+    /// Bytes of the render cache.
+    pub render_cache_bytes: u64,
 }
 
 impl Settings {
@@ -198,6 +208,7 @@ impl Settings {
             conflict_policy,
             max_instance_bytes,
             public_url,
+            render_cache_mb,
             dicom_max_pdu,
             dicom_max_associations,
             dicom_idle_timeout_secs,
@@ -284,6 +295,7 @@ impl Settings {
             cors_origins,
             max_instance_bytes: self.max_instance_bytes.unwrap_or(4 << 30),
             public_url: self.public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            render_cache_bytes: self.render_cache_mb.unwrap_or(256).saturating_mul(1 << 20),
         })
     }
 }

@@ -11,6 +11,7 @@
 //! - [`dimse`]: the DICOM listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET SCP)
 //!   and the C-STORE SCU.
 //! - [`app`]: the shared state handed to every entry point.
+//! - [`render`]: pixel decoding, rendering, previews, thumbnails, transcoding.
 //! - [`retrieve`]: reading instances, frames, bulk data and metadata back.
 //! - [`cli`]: `aina serve | import | verify | reindex`.
 
@@ -21,5 +22,6 @@ pub mod dimse;
 pub mod http;
 pub mod index;
 pub mod ingest;
+pub mod render;
 pub mod retrieve;
 pub mod store;

@@ -71,6 +71,9 @@ pub enum Encoding {
     Original,
     /// Explicit VR Little Endian, re-encoded from another uncompressed syntax.
     ExplicitLittleEndian,
+    /// Explicit VR Little Endian with the compressed pixel data decoded: the
+    /// render service's work (`Render::decompressed_instance`), not this module's.
+    Decompressed,
 }
 
 /// Whether a transfer syntax is uncompressed: native pixel data, re-encodable here.
@@ -99,6 +102,7 @@ pub fn choose_encoding(stored_ts: &str, wanted: Option<&str>) -> Result<Encoding
         Some(w) if w == uids::EXPLICIT_VR_LITTLE_ENDIAN && is_uncompressed(stored_ts) => {
             Ok(Encoding::ExplicitLittleEndian)
         }
+        Some(w) if w == uids::EXPLICIT_VR_LITTLE_ENDIAN => Ok(Encoding::Decompressed),
         Some(w) => Err(RetrieveError::NotAcceptable {
             from: stored_ts.to_owned(),
             to: w.to_owned(),
@@ -110,7 +114,7 @@ pub fn choose_encoding(stored_ts: &str, wanted: Option<&str>) -> Result<Encoding
 pub fn sent_transfer_syntax<'a>(inst: &'a StoredInstance, encoding: &Encoding) -> &'a str {
     match encoding {
         Encoding::Original => &inst.transfer_syntax_uid,
-        Encoding::ExplicitLittleEndian => uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        Encoding::ExplicitLittleEndian | Encoding::Decompressed => uids::EXPLICIT_VR_LITTLE_ENDIAN,
     }
 }
 
@@ -188,7 +192,8 @@ impl Retrieve {
         })
     }
 
-    /// An instance as `encoding` asks, as a stream of chunks.
+    /// An instance as `encoding` asks, as a stream of chunks. `Decompressed` is
+    /// refused: decoding pixel data is the render service's.
     pub fn encoded(
         &self,
         inst: &StoredInstance,
@@ -202,6 +207,10 @@ impl Retrieve {
                 futures::stream::once(async move { this.explicit_little_endian(&inst).await })
                     .boxed()
             }
+            Encoding::Decompressed => futures::stream::once(futures::future::ready(Err(
+                RetrieveError::Transcode("decompression goes through the render service".into()),
+            )))
+            .boxed(),
         }
     }
 
@@ -373,8 +382,12 @@ mod tests {
             choose_encoding(uids::EXPLICIT_VR_BIG_ENDIAN, Some(ex)).unwrap(),
             Encoding::ExplicitLittleEndian
         );
+        assert_eq!(
+            choose_encoding(j2k, Some(ex)).unwrap(),
+            Encoding::Decompressed
+        );
         assert!(matches!(
-            choose_encoding(j2k, Some(ex)),
+            choose_encoding(j2k, Some(uids::JPEGLS_LOSSLESS)),
             Err(RetrieveError::NotAcceptable { .. })
         ));
         // PS3.18 §8.7.3.5.1 keeps Implicit VR Little Endian off the web.

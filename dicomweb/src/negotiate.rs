@@ -393,6 +393,44 @@ pub fn negotiate_metadata(accept: Option<&str>) -> Result<&'static str, NotAccep
     ))
 }
 
+/// A rendered media type this archive produces (PS3.18 §8.7.4, Table 8.7.4-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderedMedia {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl RenderedMedia {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            RenderedMedia::Jpeg => "image/jpeg",
+            RenderedMedia::Png => "image/png",
+            RenderedMedia::Webp => "image/webp",
+        }
+    }
+}
+
+/// The media type of a rendered or thumbnail resource: the most preferred of
+/// `image/jpeg` (the default, also for `*/*` and `image/*`), `image/png` and
+/// `image/webp`. A `multipart/related; type=…` range names its part type (rendered
+/// study and series resources are multipart).
+pub fn negotiate_rendered(accept: Option<&str>) -> Result<RenderedMedia, NotAcceptable> {
+    for range in parse_accept(accept)? {
+        let essence = match range.media.essence.as_str() {
+            "multipart/related" => range.part_type().unwrap_or_else(|| "image/jpeg".to_owned()),
+            e => e.to_owned(),
+        };
+        match essence.as_str() {
+            "*/*" | "image/*" | "image/jpeg" => return Ok(RenderedMedia::Jpeg),
+            "image/png" => return Ok(RenderedMedia::Png),
+            "image/webp" => return Ok(RenderedMedia::Webp),
+            _ => {}
+        }
+    }
+    Err(unsupported(accept, "image/jpeg, image/png, image/webp"))
+}
+
 /// Whether a Store response (PS3.18 §10.5.3) should be XML: the most preferred of the
 /// supported types is `application/dicom+xml` (also as a `multipart/related` `type`,
 /// as older clients send) or `application/xml`. JSON is the default, also when the
@@ -638,5 +676,34 @@ mod tests {
     )]
     fn accept_parameter(#[case] query: &str, #[case] expected: Option<&str>) {
         assert_eq!(accept_from_query(query).as_deref(), expected);
+    }
+
+    #[rstest]
+    #[case(None, RenderedMedia::Jpeg)]
+    #[case(Some("*/*"), RenderedMedia::Jpeg)]
+    #[case(Some("image/*"), RenderedMedia::Jpeg)]
+    #[case(Some("image/png"), RenderedMedia::Png)]
+    #[case(Some("image/webp, image/jpeg;q=0.5"), RenderedMedia::Webp)]
+    #[case(Some("image/jpeg;q=0.2, image/png"), RenderedMedia::Png)]
+    #[case(Some("image/gif, image/png;q=0.1"), RenderedMedia::Png)]
+    #[case(Some("multipart/related; type=\"image/png\""), RenderedMedia::Png)]
+    fn rendered_media(#[case] accept: Option<&str>, #[case] expected: RenderedMedia) {
+        assert_eq!(negotiate_rendered(accept).unwrap(), expected);
+    }
+
+    #[test]
+    fn rendered_media_refusals() {
+        assert!(matches!(
+            negotiate_rendered(Some("application/dicom")),
+            Err(NotAcceptable::Unsupported { .. })
+        ));
+        assert!(matches!(
+            negotiate_rendered(Some("image/gif")),
+            Err(NotAcceptable::Unsupported { .. })
+        ));
+        assert!(matches!(
+            negotiate_rendered(Some("image/jpeg;q=abc")),
+            Err(NotAcceptable::Malformed { .. })
+        ));
     }
 }

@@ -4,11 +4,15 @@
 //! - [`stow`]: STOW-RS store transactions.
 //! - [`qido`]: QIDO-RS searches.
 //! - [`wado`]: WADO-RS retrieve (instances, metadata, frames, bulk data) and WADO-URI.
+//! - [`render`]: rendered resources and thumbnails (and WADO-URI images).
+//! - [`viewer`]: the browser viewer's page and modules, at `/`, `/viewer`, `/ui/`.
 //! - [`error`]: the error → status table.
 
 pub mod error;
 pub mod qido;
+pub mod render;
 pub mod stow;
+pub mod viewer;
 pub mod wado;
 
 use axum::Router;
@@ -73,6 +77,32 @@ pub fn router(state: AppState) -> Router {
             "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{*path}",
             get(wado::retrieve_bulkdata),
         )
+        .route("/studies/{study}/rendered", get(render::rendered_study))
+        .route("/studies/{study}/thumbnail", get(render::thumbnail_study))
+        .route(
+            "/studies/{study}/series/{series}/rendered",
+            get(render::rendered_series),
+        )
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(render::thumbnail_series),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(render::rendered_instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(render::thumbnail_instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+            get(render::rendered_frames),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
+            get(render::thumbnail_frame),
+        )
         .route("/series", get(qido::search_series))
         .route("/instances", get(qido::search_instances))
         .route("/wado", get(wado::wado_uri))
@@ -85,6 +115,9 @@ pub fn router(state: AppState) -> Router {
         .route("/wado", get(wado::wado_uri))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", get(viewer::page))
+        .route("/viewer", get(viewer::page))
+        .route("/ui/{*file}", get(viewer::asset))
         .layer(compression())
         .layer(cors(&state.config.cors_origins))
         .with_state(state)

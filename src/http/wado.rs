@@ -24,7 +24,7 @@ use crate::retrieve::{self, Encoding, RetrieveError};
 
 /// The Accept of a request: the `accept` query parameter wins over the header
 /// (PS3.18 §8.3.3.1).
-fn accept(headers: &HeaderMap, raw_query: Option<&str>) -> Option<String> {
+pub(super) fn accept(headers: &HeaderMap, raw_query: Option<&str>) -> Option<String> {
     raw_query
         .and_then(negotiate::accept_from_query)
         .or_else(|| {
@@ -35,7 +35,7 @@ fn accept(headers: &HeaderMap, raw_query: Option<&str>) -> Option<String> {
         })
 }
 
-fn scope(
+pub(super) fn scope(
     study: String,
     series: Option<String>,
     instance: Option<String>,
@@ -58,7 +58,7 @@ fn scope(
 }
 
 /// A strong ETag over the given parts, and a multipart boundary derived from it.
-fn etag_and_boundary<'a>(parts: impl IntoIterator<Item = &'a str>) -> (String, String) {
+pub(super) fn etag_and_boundary<'a>(parts: impl IntoIterator<Item = &'a str>) -> (String, String) {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());
@@ -68,7 +68,7 @@ fn etag_and_boundary<'a>(parts: impl IntoIterator<Item = &'a str>) -> (String, S
     (format!("\"{hex}\""), format!("aina-{hex}"))
 }
 
-fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
+pub(super) fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
     let inm = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
     inm.split(',')
         .any(|t| {
@@ -84,7 +84,7 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> Option<Response> {
         })
 }
 
-fn with_headers(mut res: Response, content_type: &str, etag: Option<&str>) -> Response {
+pub(super) fn with_headers(mut res: Response, content_type: &str, etag: Option<&str>) -> Response {
     if let Ok(v) = HeaderValue::from_str(content_type) {
         res.headers_mut().insert(header::CONTENT_TYPE, v);
     }
@@ -180,6 +180,7 @@ async fn retrieve_instances(
     // the previous one is being sent; an error midway can only cut the body short.
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let retrieve = state.retrieve.clone();
+    let render = state.render.clone();
     tokio::spawn(async move {
         for (inst, encoding) in instances.iter().zip(encodings) {
             let ts = retrieve::sent_transfer_syntax(inst, &encoding).to_owned();
@@ -188,11 +189,11 @@ async fn retrieve_instances(
             if tx.send(Ok(header)).await.is_err() {
                 return;
             }
-            let mut body = std::pin::pin!(retrieve.encoded(inst, encoding));
+            let mut body = std::pin::pin!(encoded(&retrieve, &render, inst, encoding));
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
                     tracing::error!(error = ?e, sop_instance_uid = inst.sop_instance_uid, "retrieve failed midway");
-                    std::io::Error::other(e)
+                    std::io::Error::other(e.message)
                 });
                 let failed = chunk.is_err();
                 if tx.send(chunk).await.is_err() || failed {
@@ -207,6 +208,30 @@ async fn retrieve_instances(
         &content_type,
         Some(&etag),
     ))
+}
+
+/// An instance as `encoding` asks: decompression by the render service, the
+/// rest by retrieve.
+fn encoded(
+    retrieve: &retrieve::Retrieve,
+    render: &crate::render::Render,
+    inst: &StoredInstance,
+    encoding: Encoding,
+) -> futures::stream::BoxStream<'static, Result<Bytes, ApiError>> {
+    match encoding {
+        Encoding::Decompressed => {
+            let render = render.clone();
+            let inst = inst.clone();
+            futures::stream::once(
+                async move { Ok(render.decompressed_instance(&inst).await?.bytes) },
+            )
+            .boxed()
+        }
+        other => retrieve
+            .encoded(inst, other)
+            .map(|r| r.map_err(ApiError::from))
+            .boxed(),
+    }
 }
 
 /// `GET /dicomweb/studies/{study}/metadata`
@@ -279,7 +304,7 @@ async fn metadata(
 }
 
 /// Parses `1,3,5` (1-based, no duplicates needed, at most 4096 numbers).
-fn parse_frame_list(list: &str) -> Result<Vec<u32>, ApiError> {
+pub(super) fn parse_frame_list(list: &str) -> Result<Vec<u32>, ApiError> {
     let frames: Vec<u32> = list
         .split(',')
         .map(|f| {
@@ -344,7 +369,7 @@ pub async fn retrieve_bulkdata(
     ))
 }
 
-async fn single(state: &AppState, scope: &Scope) -> Result<StoredInstance, ApiError> {
+pub(super) async fn single(state: &AppState, scope: &Scope) -> Result<StoredInstance, ApiError> {
     let mut found = state.retrieve.instances(scope).await?;
     found
         .pop()
@@ -373,12 +398,8 @@ async fn frames_response(
         FrameEncoding::Uncompressed if retrieve::is_uncompressed(&inst.transfer_syntax_uid) => {
             ("application/octet-stream", None)
         }
-        FrameEncoding::Uncompressed => {
-            return Err(ApiError::not_acceptable(format!(
-                "frames are stored compressed ({}); uncompressed frames need decoding, which this archive does not do yet — ask with transfer-syntax=* or the stored media type",
-                inst.transfer_syntax_uid
-            )));
-        }
+        // Compressed frames asked uncompressed are decoded (render).
+        FrameEncoding::Uncompressed => ("application/octet-stream", None),
         FrameEncoding::AsStored {
             media_type,
             transfer_syntax_uid,
@@ -396,7 +417,17 @@ async fn frames_response(
     if let Some(res) = not_modified(&headers, &etag) {
         return Ok(res);
     }
-    let data = state.retrieve.frames(&inst, &frames).await?;
+    let decode = matches!(encoding, FrameEncoding::Uncompressed)
+        && !retrieve::is_uncompressed(&inst.transfer_syntax_uid);
+    let data = if decode {
+        let mut out = Vec::with_capacity(frames.len());
+        for &n in &frames {
+            out.push(state.render.decompressed_frame(&inst, n).await?.bytes);
+        }
+        out
+    } else {
+        state.retrieve.frames(&inst, &frames).await?
+    };
     let mut writer = RelatedWriter::with_boundary(boundary);
     let part_ct = match &ts {
         Some(ts) => format!("{part_type}; transfer-syntax={ts}"),
@@ -424,20 +455,30 @@ async fn frames_response(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WadoUriParams {
-    request_type: Option<String>,
+    pub(super) request_type: Option<String>,
     #[serde(rename = "studyUID")]
-    study_uid: Option<String>,
+    pub(super) study_uid: Option<String>,
     #[serde(rename = "seriesUID")]
-    series_uid: Option<String>,
+    pub(super) series_uid: Option<String>,
     #[serde(rename = "objectUID")]
-    object_uid: Option<String>,
-    content_type: Option<String>,
-    transfer_syntax: Option<String>,
+    pub(super) object_uid: Option<String>,
+    pub(super) content_type: Option<String>,
+    pub(super) transfer_syntax: Option<String>,
+    pub(super) window_center: Option<String>,
+    pub(super) window_width: Option<String>,
+    pub(super) rows: Option<String>,
+    pub(super) columns: Option<String>,
+    pub(super) frame_number: Option<String>,
+    pub(super) image_quality: Option<String>,
+    pub(super) region: Option<String>,
+    #[serde(rename = "presentationUID")]
+    pub(super) presentation_uid: Option<String>,
 }
 
 /// `GET /wado?requestType=WADO&studyUID=…&seriesUID=…&objectUID=…` (also under
-/// `/dicomweb/wado`): the instance as `application/dicom`. Rendered images
-/// (`image/jpeg`, the default content type) come with the render module.
+/// `/dicomweb/wado`): the instance as `application/dicom`, or rendered as
+/// `image/jpeg` (the default content type), `image/png` or `image/webp` with
+/// `windowCenter`/`windowWidth`, `rows`/`columns`, `frameNumber`, `imageQuality`.
 pub async fn wado_uri(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -446,18 +487,26 @@ pub async fn wado_uri(
     if p.request_type.as_deref() != Some("WADO") {
         return Err(ApiError::bad_request("requestType must be WADO"));
     }
-    let (Some(study), Some(series), Some(object)) = (p.study_uid, p.series_uid, p.object_uid)
-    else {
+    let (Some(study), Some(series), Some(object)) = (
+        p.study_uid.clone(),
+        p.series_uid.clone(),
+        p.object_uid.clone(),
+    ) else {
         return Err(ApiError::bad_request(
             "studyUID, seriesUID and objectUID are required",
         ));
     };
-    let content_type = p.content_type.unwrap_or_else(|| "image/jpeg".to_owned());
-    let first = content_type.split(',').next().unwrap_or("").trim();
-    if !first.eq_ignore_ascii_case("application/dicom") {
-        return Err(ApiError::not_acceptable(format!(
-            "contentType {content_type:?} is not available: this archive serves WADO-URI as application/dicom only (rendered images are not implemented yet)"
-        )));
+    let content_type = p
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "image/jpeg".to_owned());
+    let wants_dicom = content_type
+        .split(',')
+        .map(str::trim)
+        .any(|c| c.eq_ignore_ascii_case("application/dicom"));
+    if !wants_dicom {
+        let scope = scope(study, Some(series), Some(object))?;
+        return super::render::wado_uri_rendered(&state, &headers, &p, &content_type, scope).await;
     }
     let scope = scope(study, Some(series), Some(object))?;
     let inst = single(&state, &scope).await?;
@@ -471,10 +520,12 @@ pub async fn wado_uri(
     if let Some(res) = not_modified(&headers, &etag) {
         return Ok(res);
     }
-    let stream = state
-        .retrieve
-        .encoded(&inst, encoding)
-        .map(|r| r.map_err(std::io::Error::other));
+    let stream = encoded(&state.retrieve, &state.render, &inst, encoding).map(|r| {
+        r.map_err(|e| {
+            tracing::error!(error = ?e, "WADO-URI retrieve failed midway");
+            std::io::Error::other(e.message)
+        })
+    });
     let mut res = with_headers(
         Body::from_stream(stream).into_response(),
         "application/dicom",

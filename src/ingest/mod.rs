@@ -24,7 +24,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::index::{
-    ConflictPolicy, Index, IndexError, InsertOutcome, InstanceRecord, SeriesAttrs, StudyAttrs,
+    ConflictPolicy, Index, IndexError, InsertOutcome, InstanceRecord, Scope, SeriesAttrs,
+    StudyAttrs,
 };
 use crate::store::container::{self, ContainerError, ContainerOptions};
 use crate::store::{Store, StoreError};
@@ -147,6 +148,9 @@ pub struct Ingest {
     container: ContainerOptions,
     max_instance_bytes: u64,
     slots: Arc<tokio::sync::Semaphore>,
+    /// Where newly stored instances are announced for background work
+    /// (previews and thumbnails); see [`Ingest::with_derive_queue`].
+    derive: Option<tokio::sync::mpsc::Sender<Scope>>,
 }
 
 /// Permission to hold one instance in memory and ingest it; see [`Ingest::slot`].
@@ -172,7 +176,16 @@ impl Ingest {
             container: ContainerOptions::default(),
             max_instance_bytes,
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            derive: None,
         }
+    }
+
+    /// Announces each newly stored instance on `queue` once it is acknowledged
+    /// (never waiting: a full queue drops the announcement, and the work is then
+    /// done on first request).
+    pub fn with_derive_queue(mut self, queue: tokio::sync::mpsc::Sender<Scope>) -> Self {
+        self.derive = Some(queue);
+        self
     }
 
     /// Waits for a free ingest slot. Take it *before* reading an instance into
@@ -272,6 +285,18 @@ impl Ingest {
             ?disposition,
             "instance ingested"
         );
+        if let Some(queue) = &self.derive
+            && disposition != Disposition::AlreadyStored
+        {
+            let scope = Scope {
+                study: Some(record.study_instance_uid.clone()),
+                series: Some(record.series_instance_uid.clone()),
+                instance: Some(record.sop_instance_uid.clone()),
+            };
+            if queue.try_send(scope).is_err() {
+                tracing::debug!(sop_instance_uid = %record.sop_instance_uid, "derive queue full; previews will be made on first request");
+            }
+        }
         Ok(Accepted {
             sop_class_uid: record.sop_class_uid,
             sop_instance_uid: record.sop_instance_uid,

@@ -19,7 +19,7 @@ pub struct TestServer {
     pub dicomweb: String,
     pub client: reqwest::Client,
     /// The data directory, removed when the server is dropped.
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub server: Server,
 }
 
@@ -57,7 +57,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
         dicomweb: format!("{root}/dicomweb"),
         root,
         client: reqwest::Client::new(),
-        _dir: dir,
+        dir,
         server,
     }
 }
@@ -163,6 +163,11 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 impl TestServer {
+    /// The server's data directory (objects under `objects/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// STOW-RS to /studies; returns the status and the DICOM JSON response.
     pub async fn stow(&self, files: &[&[u8]]) -> (StatusCode, Value) {
         let (ct, body) = dicom_parts(files);

@@ -8,5 +8,7 @@ mod dimse;
 mod interop;
 mod large;
 mod qido;
+mod render;
 mod stow;
+mod viewer;
 mod wado;

@@ -264,11 +264,20 @@ async fn multi_frame_and_encapsulated_frames() {
     assert!(parts[0].0.contains("image/dicom-rle"), "{}", parts[0].0);
     assert_eq!(parts[0].1, fragments[0]);
     assert_eq!(parts[1].1, fragments[2]);
-    // Asking for uncompressed frames of an RLE instance: 406 with a reason.
+    // Asking for uncompressed frames of an RLE instance: decoded.
     let res = srv
         .client
         .get(format!("{}/frames/1", url(0)))
         .header("accept", "multipart/related; type=\"application/octet-stream\"; transfer-syntax=1.2.840.10008.1.2.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // …and in a syntax this archive does not encode to: 406 with a reason.
+    let res = srv
+        .client
+        .get(format!("{}/frames/1", url(0)))
+        .header("accept", "multipart/related; type=\"image/jls\"")
         .send()
         .await
         .unwrap();
@@ -374,6 +383,18 @@ async fn compressed_instance_asked_uncompressed_is_406() {
         .send()
         .await
         .unwrap();
+    // Asked uncompressed, it is decoded (tests/it/render.rs compares the pixels).
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = srv
+        .client
+        .get(&url)
+        .header(
+            "accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.80",
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_ACCEPTABLE);
     assert!(res.text().await.unwrap().contains("1.2.840.10008.1.2.4.90"));
     // Its frame in its own media type is the codestream.
@@ -426,7 +447,7 @@ async fn wado_uri_returns_the_file() {
         .get(format!(
             "{}/wado?{}",
             srv.root,
-            q.replace("application%2Fdicom", "image%2Fjpeg")
+            q.replace("application%2Fdicom", "image%2Fgif")
         ))
         .send()
         .await
