@@ -8,11 +8,15 @@
 //! types, caching and the browser security headers. What the viewer does is in
 //! `docs/viewer.md`.
 
+use std::borrow::Cow;
+
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use rust_embed::Embed;
 
+use super::error::ApiError;
 use super::wado::not_modified;
 use crate::app::AppState;
 
@@ -49,7 +53,12 @@ fn serve(state: &AppState, headers: &HeaderMap, file: &str) -> Response {
     let mut res = match not_modified(headers, &etag) {
         Some(res) => res,
         None => {
-            let mut res = asset.data.into_owned().into_response();
+            // Release builds borrow the embedded bytes; debug builds read the file.
+            let body = match asset.data {
+                Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+                Cow::Owned(bytes) => Bytes::from(bytes),
+            };
+            let mut res = body.into_response();
             let h = res.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -81,7 +90,7 @@ fn serve(state: &AppState, headers: &HeaderMap, file: &str) -> Response {
 }
 
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "no such file in the viewer\n").into_response()
+    ApiError::not_found("no such file in the viewer").into_response()
 }
 
 /// The file name if it stays inside `viewer/`: relative, `/`-separated, no

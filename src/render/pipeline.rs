@@ -288,11 +288,7 @@ pub fn downsample(frame: &Frame, max_side: u32) -> Frame {
     let geometry = Geometry::whole(frame, width as usize, height as usize);
     let samples = match &frame.samples {
         Samples::Gray { data, signed } => {
-            let domain = KeyDomain {
-                offset: if *signed { 32768 } else { 0 },
-                padding: None,
-            };
-            let xor = domain.xor();
+            let xor = if *signed { 0x8000 } else { 0 };
             let data = resample::<u16, 1>(
                 data,
                 frame.width as usize,
@@ -920,8 +916,16 @@ fn full_range_window(meta: &ImageMeta, domain: &KeyDomain, low: u16, high: u16) 
 }
 
 /// The LINEAR window mapping `low` to the first output value and `high` to the last:
-/// c − 0.5 − (w − 1)/2 = low and c − 0.5 + (w − 1)/2 = high.
+/// c − 0.5 − (w − 1)/2 = low and c − 0.5 + (w − 1)/2 = high. A single value
+/// (a blank image) is shown mid-grey rather than black.
 fn linear_window(low: f64, high: f64) -> Window {
+    if high <= low {
+        return Window {
+            center: low,
+            width: 1.0,
+            function: VoiFunction::LinearExact,
+        };
+    }
     Window {
         center: (low + high + 1.0) / 2.0,
         width: high - low + 1.0,
@@ -1034,7 +1038,7 @@ const AUTO_HIGH_PERCENTILE: f64 = 0.995;
 /// About this many samples make the histogram; more changes nothing visible.
 const AUTO_SAMPLES: usize = 1 << 20;
 
-/// The automatic window of `histogram`-ed samples (`samples ^ xor` are keys).
+/// The automatic window of a frame's samples (`sample ^ xor` is the key).
 ///
 /// A 2 % border is skipped: collimator edges and detector borders sit there, at
 /// extreme values. A peak in the outer sixteenth of the value range at either
@@ -1102,8 +1106,11 @@ fn histogram_window(
 fn without_background(bins: &[(f64, u64)]) -> &[(f64, u64)] {
     const COARSE: usize = 256;
     const EDGE: usize = COARSE / 16;
+    // Label maps, segmentations and other images of a few values have no
+    // background to speak of: every value is content.
+    const MIN_VALUES: usize = 64;
     let (low, high) = (bins[0].0, bins[bins.len() - 1].0);
-    if high <= low {
+    if high <= low || bins.len() < MIN_VALUES {
         return bins;
     }
     let coarse_index =
@@ -1446,6 +1453,13 @@ mod tests {
             auto.center + auto.width / 2.0,
         );
         assert!(low >= 450.0 && high <= 2600.0, "{auto:?}");
+
+        // A segmentation: 8 % object on background, both must stay visible.
+        let mask = gray(10, 10, (0..100).map(|i| u16::from(i % 25 < 2)).collect());
+        let rendered = pixels8(&mask, &meta(1), None);
+        assert_eq!((rendered[0], rendered[2]), (255, 0));
+        // A blank image is mid-grey.
+        assert_eq!(pixels8(&gray(2, 2, vec![7; 4]), &meta(12), None), [128; 4]);
     }
 
     #[test]
