@@ -2,11 +2,12 @@
 // pipeline on the GPU so that window/level, invert and every transform change
 // only uniforms (a redraw is one quad, whatever the image size).
 //
-// Pipeline per screen pixel (PS3.4 Annex N order): stored value (worker.js has
-// masked the bits above Bits Stored) → Modality LUT as Rescale Slope/Intercept → VOI
-// window (PS3.3 C.11.2.1.2: LINEAR, LINEAR_EXACT, SIGMOID) → MONOCHROME1 and
-// user inversion → gray. Not here: Modality/VOI LUT sequences (the window
-// stands in for them), palette colour, overlay planes.
+// Pipeline per screen pixel (PS3.4 Annex N order): stored value (worker.js
+// has masked the bits above Bits Stored) → Modality LUT as Rescale
+// Slope/Intercept → VOI window (PS3.3 C.11.2.1.2: LINEAR, LINEAR_EXACT,
+// SIGMOID) → MONOCHROME1 and user inversion → gray. Colour frames are shown as
+// they are. Not here: Modality/VOI LUT sequences (the window stands in for
+// them), palette colour, overlay planes.
 //
 // 16-bit data goes up as integer textures (R16UI / R16I): headless Chromium's
 // SwiftShader has no EXT_texture_norm16, and integer textures keep every bit
@@ -17,7 +18,7 @@
 // stored values, before the window. Mip levels averaged by the worker keep n
 // at 2 for large images at any zoom: a software GPU (SwiftShader) pays per
 // texel read.
-//
+
 const VERTEX = `#version 300 es
 in vec2 a_unit;
 uniform mat3 u_matrix;
@@ -27,7 +28,7 @@ void main() {
   gl_Position = vec4((u_matrix * vec3(a_unit, 1.0)).xy, 0.0, 1.0);
 }`;
 
-// The VOI and output stage shared by both fragment shaders.
+// The VOI and output stage of the grayscale shaders.
 const VOI = `
 uniform float u_center;
 uniform float u_width;
@@ -45,8 +46,8 @@ void emit(float y) {
   o_color = vec4(y, y, y, 1.0);
 }`;
 
-// `SAMPLER` is usampler2D or isampler2D, `VALUE` uint or int.
-const integerFragment = (sampler, value) => `#version 300 es
+// `sampler` is usampler2D or isampler2D.
+const integerFragment = (sampler) => `#version 300 es
 precision highp float;
 precision highp int;
 uniform highp ${sampler} u_tex;
@@ -101,24 +102,13 @@ void main() {
   o_color = vec4(u_invert ? 1.0 - c : c, 1.0);
 }`;
 
-/** Largest texture side used, even where the GPU offers more (memory). */
-const MAX_TEXTURE = 8192;
-
-let probed;
-
 /**
- * The largest texture side this browser's WebGL2 takes (≤ MAX_TEXTURE), known
- * before any viewport exists so that frames can be fetched and, if needed,
- * downsampled right away. 0 without WebGL2.
+ * Largest texture side asked of the GPU, even where it offers more (memory).
+ * Desktop GPUs and SwiftShader all take it; frames are first fetched for it,
+ * before any WebGL context exists (making one only to ask costs a software GPU
+ * a few hundred milliseconds), and a smaller GPU gets them again downsampled.
  */
-export function maxTextureSize() {
-  if (probed === undefined) {
-    const gl = document.createElement('canvas').getContext('webgl2');
-    probed = gl ? Math.min(MAX_TEXTURE, gl.getParameter(gl.MAX_TEXTURE_SIZE)) : 0;
-    gl?.getExtension('WEBGL_lose_context')?.loseContext();
-  }
-  return probed;
-}
+export const MAX_TEXTURE = 8192;
 
 /**
  * Draws one image on one canvas. The owner passes plain data; nothing here
@@ -162,8 +152,9 @@ export class Renderer {
     if (!gl) throw new Error('webgl2');
     this.gl = gl;
     this.maxTexture = Math.min(MAX_TEXTURE, gl.getParameter(gl.MAX_TEXTURE_SIZE));
-    // Programs are compiled when first needed: a software GPU takes tens of
-    // milliseconds per shader, and most viewports need two of the three.
+    // Programs are compiled when first needed (or ahead of the frame, see
+    // reading.js): a software GPU takes tens of milliseconds per shader, and
+    // a viewport needs one of the three.
     this.programs = {};
     this.quad = gl.createBuffer();
     gl.bindBuffer(gl.ARRAY_BUFFER, this.quad);
@@ -171,10 +162,11 @@ export class Renderer {
     this.texture = null;
   }
 
+  /** The program for 'uint', 'int' or 'rgb' images, compiled on first use. */
   program(name) {
     if (this.programs[name]) return this.programs[name];
     const gl = this.gl;
-    const fragment = { uint: () => integerFragment('usampler2D', 'uint'), int: () => integerFragment('isampler2D', 'int'), rgb: () => RGB_FRAGMENT }[name]();
+    const fragment = { uint: () => integerFragment('usampler2D'), int: () => integerFragment('isampler2D'), rgb: () => RGB_FRAGMENT }[name]();
     const p = program(gl, VERTEX, fragment);
     p.vao = gl.createVertexArray();
     gl.bindVertexArray(p.vao);
@@ -235,14 +227,12 @@ export class Renderer {
     }
   }
 
-  /** Size of the drawing buffer in device pixels; returns true if it changed. */
+  /** Sizes the drawing buffer in device pixels (untouched if unchanged: resizing clears it). */
   resize(cssWidth, cssHeight, dpr) {
     const w = Math.max(1, Math.round(cssWidth * dpr));
     const h = Math.max(1, Math.round(cssHeight * dpr));
-    if (this.canvas.width === w && this.canvas.height === h) return false;
-    this.canvas.width = w;
-    this.canvas.height = h;
-    return true;
+    if (this.canvas.width !== w) this.canvas.width = w;
+    if (this.canvas.height !== h) this.canvas.height = h;
   }
 
   /**

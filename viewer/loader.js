@@ -15,9 +15,10 @@ const CACHE_BYTES = 512 * 1024 * 1024;
 const PARALLEL = 4;
 /**
  * Workers: receiving a body and scanning it take the worker's thread, so
- * with one worker a frame waits for the previous one's histogram.
+ * with one worker a frame waits for the previous one's mip levels; more than
+ * two gain nothing while the frames arrive one after another.
  */
-const WORKERS = Math.max(1, Math.min(4, (navigator.hardwareConcurrency || 2) - 1, 2));
+const WORKERS = 2;
 
 export const PRIORITY = { visible: 1, prefetch: 2 };
 
@@ -41,23 +42,24 @@ export class Loader {
 
   /**
    * Decoded pixels of one frame.
+   * @param {string} key  cache key: the URL, unless decoded differently
    * @param {string} url  WADO-RS frame URL
    * @param {object} image  what worker.js needs to decode it (columns, rows, bits…)
-   * @returns {Promise<{pixels, width, height, factor, stats}>}
+   * @returns {Promise<{pixels, levels, width, height, factor, stats}>}
    */
-  frame(url, image, priority = PRIORITY.visible) {
-    const hit = this.cache.get(url);
+  frame(key, url, image, priority = PRIORITY.visible) {
+    const hit = this.cache.get(key);
     if (hit) {
-      this.cache.delete(url);
-      this.cache.set(url, hit);
+      this.cache.delete(key);
+      this.cache.set(key, hit);
       return Promise.resolve(hit);
     }
-    return this.request(url, { url, image }, priority);
+    return this.request(key, { url, image }, priority);
   }
 
   /** True if the frame is decoded and in memory. */
-  has(url) {
-    return this.cache.has(url);
+  has(key) {
+    return this.cache.has(key);
   }
 
   request(key, msg, priority) {

@@ -12,7 +12,7 @@
 import { register, t, translate } from './i18n.js';
 import { value, values, personName, formatDate, formatTime } from './dicomweb.js';
 import { describeError, el, showNotice } from './ui.js';
-import { Renderer, maxTextureSize } from './gl.js';
+import { Renderer, MAX_TEXTURE } from './gl.js';
 import { Loader, PRIORITY } from './loader.js';
 import * as tools from './tools.js';
 import { groupSeries, hang, comparison, stackOf, laterality, view as mammoView, POSITIONS } from './hanging.js';
@@ -171,12 +171,23 @@ class Session {
     this.studyDate = str(this.first, '00080020');
     this.isMammo = images.some((i) => str(i, '00080060') === 'MG');
     const hanging = hang(this.series);
-    // Ask for the full frames on screen before building the page, so that
-    // the network works while the DOM is made.
+    // Ask for the previews and full frames on screen before building the
+    // page, so that the network works while the DOM is made (the viewports'
+    // <img> elements then find the previews in the page's memory cache).
+    this.early = [];
     for (const cell of hanging.cells) {
       const item = cell.stack[0];
-      if (item) this.fetchFrame(imageInfo(item.instance, item.frame), PRIORITY.visible).catch(() => {});
+      if (!item) continue;
+      const info = imageInfo(item.instance, item.frame);
+      const img = new Image();
+      img.src = this.previewUrl(info);
+      this.early.push(img);
+      this.fetchFrame(info, PRIORITY.visible).catch(() => {});
     }
+    // An image starts loading in a microtask after its src is set: let those
+    // run before the page is built.
+    await null;
+    if (this.closed) return;
     this.build();
     this.hang(hanging);
   }
@@ -285,7 +296,7 @@ class Session {
       s.caption.lastChild.textContent = t('reading.images', { count: stackOf(s.instances).length });
     }
     this.fillPresets(true);
-    this.fillHelp();
+    if (this.help.open) this.fillHelp();
     this.tags.relabel();
     for (const vp of this.viewports) vp.relabel();
   }
@@ -420,9 +431,14 @@ class Session {
     );
   }
 
+  /** The help is written when opened (in the language of that moment): nothing to build before the first image. */
   toggleHelp() {
-    if (this.help.open) this.help.close();
-    else this.help.showModal();
+    if (this.help.open) {
+      this.help.close();
+      return;
+    }
+    this.fillHelp();
+    this.help.showModal();
   }
 
   // ---- prior comparison (mammography)
@@ -519,7 +535,11 @@ class Session {
     // Marks after the draw calls of this animation frame: the browser
     // presents what was drawn right after this callback.
     const painted = this.viewports.filter((v) => v.painted);
-    if (painted.length && !performance.getEntriesByName('aina:first-image').length) performance.mark('aina:first-image');
+    if (painted.length && !performance.getEntriesByName('aina:first-image').length) {
+      performance.mark('aina:first-image');
+      this.early = null;
+      this.prepareGpu();
+    }
     for (const vp of dirty) {
       if (vp.state === 'full' && vp.markPending) {
         vp.markPending = false;
@@ -531,6 +551,23 @@ class Session {
       this.allFullMarked = true;
       performance.mark('aina:all-full');
     }
+  }
+
+  /**
+   * Once the first image is on screen, and while the full frames are still
+   * on their way, makes each viewport's WebGL context and shader, one per
+   * task: with a software GPU each costs tens to hundreds of milliseconds
+   * that would otherwise come after the frame.
+   */
+  prepareGpu() {
+    const pending = this.viewports.filter((v) => v.info && v.renderer === undefined);
+    const next = () => {
+      const vp = pending.shift();
+      if (!vp || this.closed) return;
+      vp.gl()?.program(vp.info.samples === 3 ? 'rgb' : vp.info.signed ? 'int' : 'uint');
+      setTimeout(next, 0);
+    };
+    setTimeout(next, 0);
   }
 
   // ---- keyboard
@@ -574,9 +611,14 @@ class Session {
     if (handled) e.preventDefault();
   }
 
-  /** The decoded frame (see loader.js); the same request is made only once. */
-  fetchFrame(info, priority) {
-    return this.loader.frame(this.frameUrl(info), { ...info, maxTexture: maxTextureSize() }, priority);
+  /**
+   * The decoded frame (see loader.js), downsampled by the worker if larger
+   * than `maxTexture`; the same request is made only once.
+   */
+  fetchFrame(info, priority, maxTexture = MAX_TEXTURE) {
+    // A rare GPU below the usual limit gets its own cache entry.
+    const key = maxTexture < MAX_TEXTURE ? `${this.frameUrl(info)}#max=${maxTexture}` : this.frameUrl(info);
+    return this.loader.frame(key, this.frameUrl(info), { ...info, maxTexture }, priority);
   }
 
   frameUrl(info) {
@@ -628,8 +670,9 @@ class Viewport {
     this.loadToken = 0;
     this.el = el('div', { className: 'rv-vp', tabIndex: -1, dataset: { position: cell.position, study: cell.study, state: 'empty' } });
     // The preview: the browser fetches, decodes and scales it, so the first
-    // picture needs no WebGL context, shader or texture.
-    this.preview = el('img', { className: 'rv-preview', alt: '', hidden: true, draggable: false, decoding: 'async' });
+    // picture needs no WebGL context, shader or texture. Decoded in the frame
+    // that shows it (sync), so that it appears whole in that frame.
+    this.preview = el('img', { className: 'rv-preview', alt: '', hidden: true, draggable: false, decoding: 'sync' });
     this.canvas = el('canvas', { className: 'rv-gl' });
     this.marks = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
     this.marks.setAttribute('class', 'rv-marks');
@@ -710,6 +753,7 @@ class Viewport {
     this.view = tools.newView();
     this.userInvert = false;
     this.win = null;
+    this.renderer?.clear();
     this.load();
     this.fit();
   }
@@ -766,10 +810,12 @@ class Viewport {
     this.previewShown = false;
     if (!this.s.loader.has(this.s.frameUrl(info))) {
       const img = this.preview;
-      // Decoded before it is shown, so that it appears whole in one frame. A
-      // preview that fails is not reported: the full frame's request says why.
-      img.onload = () => img.decode().then(() => token === this.loadToken && this.setPreview(), () => {});
+      // A preview that fails is not reported: the full frame's request says why.
+      img.onload = () => token === this.loadToken && this.setPreview();
       img.src = this.s.previewUrl(info);
+      // One fetched ahead (Session.start) is complete at once: shown in the
+      // page's very first frame rather than after a load event.
+      if (img.complete && img.naturalWidth) this.setPreview();
     }
     this.s.fetchFrame(info, PRIORITY.visible).then(
       (frame) => token === this.loadToken && this.setFull(frame),
@@ -796,9 +842,17 @@ class Viewport {
 
   setFull(frame) {
     const info = this.info;
-    this.full = frame;
     const renderer = this.gl();
     if (!renderer) return;
+    if (Math.max(frame.width, frame.height) > renderer.maxTexture) {
+      const token = this.loadToken;
+      this.s.fetchFrame(info, PRIORITY.visible, renderer.maxTexture).then(
+        (smaller) => token === this.loadToken && this.setFull(smaller),
+        (e) => token === this.loadToken && this.setError(e),
+      );
+      return;
+    }
+    this.full = frame;
     if (info.samples === 3) {
       renderer.setImage({ kind: 'rgb', pixels: frame.pixels, width: frame.width, height: frame.height });
     } else {
@@ -1101,7 +1155,7 @@ class Viewport {
     if (renderer) {
       renderer.resize(vw, vh, devicePixelRatio);
       const image = renderer.image;
-      if (!info || !image) {
+      if (!info || !image || !this.win) {
         renderer.draw({ matrix: tools.clipMatrix(this.view, 1, 1, vw, vh) });
       } else {
         renderer.draw({
@@ -1163,7 +1217,7 @@ class Viewport {
     const tl = lines(
       personName(inst, '00100010'),
       str(inst, '00100020') && `${t('reading.id')} ${str(inst, '00100020')}`,
-      [birth && formatDate(birth), sex && t(`reading.sex.${sex}`)].filter(Boolean).join(' · '),
+      [birth && formatDate(birth), ['F', 'M', 'O'].includes(sex) ? t(`reading.sex.${sex}`) : sex].filter(Boolean).join(' · '),
     );
     const tr = lines(
       this.cell.study === 'prior' ? t('reading.priorLabel') : '',

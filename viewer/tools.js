@@ -179,8 +179,9 @@ function svg(tag, attrs, parent) {
 /** Redraws every measurement of the viewport (and the one being drawn). */
 export function drawMarks(vp) {
   const layer = vp.marks;
-  layer.replaceChildren();
   const all = vp.drawing ? [...vp.measurements, vp.drawing] : vp.measurements;
+  if (!all.length && !layer.firstChild) return;
+  layer.replaceChildren();
   for (const m of all) {
     const pts = m.points.map(([x, y]) => vp.toScreen(x, y));
     const g = svg('g', { class: `rv-mark rv-mark-${m.type}`, 'data-type': m.type }, layer);

@@ -40,6 +40,7 @@ const browser = await chromium.launch({
 const first = [];
 const full = [];
 let wl;
+let gpu;
 for (let run = 1; run <= RUNS; run++) {
   const context = await browser.newContext({ viewport: { width: 1920, height: 1080 }, locale: 'en-US' });
   const page = await context.newPage();
@@ -52,12 +53,20 @@ for (let run = 1; run <= RUNS; run++) {
   first.push(marks.first);
   full.push(marks.full);
   console.log(`run ${run}: first image ${marks.first.toFixed(0)} ms, all four full resolution ${marks.full.toFixed(0)} ms`);
-  if (run === RUNS) wl = await windowLevelRate(page);
+  if (run === RUNS) {
+    wl = await windowLevelRate(page);
+    gpu = await page.evaluate(() => {
+      const gl = document.createElement('canvas').getContext('webgl2');
+      const info = gl?.getExtension('WEBGL_debug_renderer_info');
+      return info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : 'no WebGL2';
+    });
+  }
   await context.close();
 }
+const version = browser.version();
 await browser.close();
 
-console.log(`\nstudy ${uid}, ${RUNS} runs, Chromium ${browser.version()} (headless, SwiftShader WebGL2)`);
+console.log(`\nstudy ${uid}, ${RUNS} runs, Chromium ${version} (headless), WebGL: ${gpu}`);
 console.log(`first image      p50 ${p50(first).toFixed(0)} ms  (cold first run ${first[0].toFixed(0)} ms)  target ≤ 300 ms`);
 console.log(`all four full    p50 ${p50(full).toFixed(0)} ms  (cold first run ${full[0].toFixed(0)} ms)  target ≤ 2000 ms`);
 console.log(`W/L drag on one full-resolution view: ${wl.updates.toFixed(0)} redraws/s, median frame interval ${wl.interval.toFixed(1)} ms`);
