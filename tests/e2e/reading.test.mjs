@@ -69,10 +69,16 @@ async function box(page, selector) {
 
 test('a chest X-ray opens: preview first, then the full 16-bit frame', async ({ page, context }) => {
   const study = await DX_CHEST();
-  // Hold the full frames back a little so the order is certain, and record
-  // every state each viewport goes through.
+  // Hold the full frames back until a preview is on screen (at most 30 s: a
+  // debug-build server renders previews slowly), so the order is certain, and
+  // record every state each viewport goes through.
   await context.route(/\/frames\/1$/, async (route) => {
-    await new Promise((r) => setTimeout(r, 2000));
+    const deadline = Date.now() + 30000;
+    while (Date.now() < deadline) {
+      const seen = await page.evaluate(() => (window.__states || []).some((s) => s.endsWith(':preview'))).catch(() => false);
+      if (seen) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     await route.continue();
   });
   await page.addInitScript(() => {
