@@ -168,16 +168,6 @@ impl Render {
         Ok(Output { bytes, etag })
     }
 
-    /// A thumbnail at another size or format than the stored one: rendered from
-    /// the preview of the first frame.
-    pub async fn thumbnail_as(
-        &self,
-        inst: &StoredInstance,
-        params: &RenderParams,
-    ) -> Result<Output, RenderError> {
-        self.rendered_frame(inst, 1, params).await
-    }
-
     /// The instance to show for a study or series: the first (in series number,
     /// instance number order) that has pixel data.
     pub async fn representative(&self, scope: &Scope) -> Result<StoredInstance, RenderError> {
@@ -396,20 +386,30 @@ impl Render {
         .await
     }
 
-    /// Number of frames of an instance (0: no pixel data).
+    /// Number of frames of an instance (0: no pixel data). The container's
+    /// table answers unless it could not tell frames apart (1-bit data,
+    /// fragments that are not one per frame); then the whole object is read.
     async fn frame_count(&self, inst: &StoredInstance) -> Result<u32, RenderError> {
         let index = container_index(inst)?;
         if index.frame_count() > 0 {
             return Ok(index.frame_count());
         }
-        let header = self.header(inst, &index).await?;
-        Ok(
-            if header.element(tags::PIXEL_DATA).is_ok() || has_pixel_data(&index) {
-                u32::try_from(inst.number_of_frames.unwrap_or(1).max(1)).unwrap_or(1)
-            } else {
-                0
-            },
-        )
+        Ok(decode::frame_count(&self.whole_object(inst).await?))
+    }
+
+    /// The whole instance, parsed.
+    async fn whole_object(&self, inst: &StoredInstance) -> Result<DicomFile, RenderError> {
+        let original = self.inner.retrieve.original_bytes(inst).await?;
+        blocking(move || {
+            OpenFileOptions::new()
+                .from_reader(&original[..])
+                .map_err(|e| {
+                    RenderError::Decode(DecodeError::Corrupt(format!(
+                        "instance does not parse: {e}"
+                    )))
+                })
+        })
+        .await
     }
 
     /// The decoded pixels of a 1-based frame, with the metadata to render them.
@@ -440,17 +440,7 @@ impl Render {
     ) -> Result<(DicomFile, u32), RenderError> {
         let index = container_index(inst)?;
         if index.frame_count() == 0 {
-            let original = self.inner.retrieve.original_bytes(inst).await?;
-            let obj = blocking(move || {
-                OpenFileOptions::new()
-                    .from_reader(&original[..])
-                    .map_err(|e| {
-                        RenderError::Decode(DecodeError::Corrupt(format!(
-                            "instance does not parse: {e}"
-                        )))
-                    })
-            })
-            .await?;
+            let obj = self.whole_object(inst).await?;
             let count = decode::frame_count(&obj);
             if frame == 0 || frame > count {
                 return Err(no_such_frame(inst, frame, count));
@@ -567,13 +557,6 @@ fn container_index(inst: &StoredInstance) -> Result<ContainerIndex, RenderError>
             source,
         })
     })
-}
-
-fn has_pixel_data(index: &ContainerIndex) -> bool {
-    index
-        .segments
-        .iter()
-        .any(|s| matches!(s.role, Role::Frame(_)))
 }
 
 /// Whether an instance has pixel data, from its container table alone.

@@ -195,6 +195,13 @@ async fn rendered_refuses_bad_parameters_with_reasons() {
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     let res = srv
         .get(
+            &format!("{}/frames/1,2/thumbnail", instance_path(mg)),
+            "image/jpeg",
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = srv
+        .get(
             &format!("{}/frames/0/rendered", instance_path(mg)),
             "image/jpeg",
         )
