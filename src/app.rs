@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::index::Index;
+use crate::index::postgres::PgIndex;
 use crate::index::sqlite::SqliteIndex;
 use crate::ingest::Ingest;
 use crate::render::{Render, RenderConfig};
@@ -47,7 +48,30 @@ pub async fn open_index(url: &str) -> anyhow::Result<Arc<dyn Index>> {
             .with_context(|| format!("opening index {url}"))?;
         return Ok(Arc::new(index));
     }
-    anyhow::bail!("unsupported database URL {url:?} (expected sqlite://PATH)")
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let index = PgIndex::open(url)
+            .await
+            .with_context(|| format!("opening index {}", redact_url(url)))?;
+        return Ok(Arc::new(index));
+    }
+    anyhow::bail!(
+        "unsupported database URL {:?} (expected sqlite://PATH or postgres://USER@HOST/DB)",
+        redact_url(url)
+    )
+}
+
+/// A URL with its password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 impl AppState {

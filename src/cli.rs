@@ -1,4 +1,4 @@
-//! The command line: `aina serve | import | verify | reindex | send`.
+//! The command line: `aina serve | import | verify | reindex | migrate-index | send`.
 //!
 //! Every command takes the same settings as `serve` (flags, `AINA_*`, config
 //! file), so `import`, `verify` and `reindex` work on the archive the server uses.
@@ -69,6 +69,17 @@ pub enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Copy the index into another database without re-reading the objects, e.g.
+    /// from the embedded SQLite to PostgreSQL; the target must be empty. Then
+    /// start the server with `--database` set to the target.
+    MigrateIndex {
+        /// The index to copy (sqlite://PATH or postgres://…); only read.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The new index (sqlite://PATH or postgres://…); created and migrated.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Send DICOM files and folders (recursive) to a DICOM node with C-STORE,
     /// calling as our AE title (--ae-title).
     Send {
@@ -109,6 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         } => import(open(settings).await?, paths, jobs).await,
         Command::Verify { settings, repair } => verify(open(settings).await?, repair).await,
         Command::Reindex { settings } => reindex(open(settings).await?).await,
+        Command::MigrateIndex { from, to } => migrate_index(&from, &to).await,
         Command::Send {
             settings,
             host,
@@ -117,6 +129,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             paths,
         } => send(settings, &host, port, &aet, &paths).await,
     }
+}
+
+/// `aina migrate-index`: one transaction on the target, a progress line per table.
+async fn migrate_index(from: &str, to: &str) -> anyhow::Result<std::process::ExitCode> {
+    let started = Instant::now();
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg}")?);
+    let report = crate::index::migrate::migrate(from, to, |table, rows| {
+        bar.set_message(format!("{table}: {rows} rows"));
+        bar.tick();
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "migrating the index from {} to {}",
+            crate::app::redact_url(from),
+            crate::app::redact_url(to)
+        )
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "copied {} studies, {} series, {} instances from {} to {} in {:.1} s",
+        report.studies,
+        report.series,
+        report.instances,
+        crate::app::redact_url(from),
+        crate::app::redact_url(to),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// `aina send`: C-STORE SCU; a summary on stdout, each failure on stderr.

@@ -6,14 +6,15 @@
 //!   compress, write the object, then the index row.
 //! - [`store`]: object storage (object_store) and the frame-addressable zstd
 //!   instance container.
-//! - [`index`]: the SQL metadata index (SQLite; PostgreSQL later) and QIDO-RS.
+//! - [`index`]: the SQL metadata index (SQLite or PostgreSQL) and QIDO-RS.
 //! - [`http`]: axum routes for DICOMweb (STOW-RS, QIDO-RS, WADO-RS, WADO-URI).
 //! - [`dimse`]: the DICOM listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET SCP)
 //!   and the C-STORE SCU.
 //! - [`app`]: the shared state handed to every entry point.
 //! - [`render`]: pixel decoding, rendering, previews, thumbnails, transcoding.
 //! - [`retrieve`]: reading instances, frames, bulk data and metadata back.
-//! - [`cli`]: `aina serve | import | verify | reindex`.
+//! - [`cli`]: `aina serve | import | verify | reindex | migrate-index`.
+//! - [`testing`]: throwaway PostgreSQL databases and S3 buckets for tests.
 
 pub mod app;
 pub mod cli;
@@ -25,3 +26,4 @@ pub mod ingest;
 pub mod render;
 pub mod retrieve;
 pub mod store;
+pub mod testing;

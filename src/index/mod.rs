@@ -1,11 +1,15 @@
 //! The metadata index: studies, series and instances with the attributes QIDO-RS
 //! matches on and returns, and each instance's precomputed DICOM JSON.
 //!
-//! One trait, [`Index`], with the SQLite implementation in [`sqlite`] (PostgreSQL
-//! follows in its own module). Values are folded and normalised in Rust at ingest
-//! (see [`aina_dicomweb::fold`]) so every dialect compares plain stored values.
+//! One trait, [`Index`], implemented once over SQL in [`sql`] and opened on
+//! SQLite ([`sqlite`], the embedded default) or PostgreSQL ([`postgres`]).
+//! Values are folded and normalised in Rust at ingest (see
+//! [`aina_dicomweb::fold`]) so every dialect compares plain stored values.
 
+pub mod migrate;
+pub mod postgres;
 pub(crate) mod query;
+pub mod sql;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -827,6 +827,42 @@ pub(crate) async fn concurrent_inserts(index: Arc<dyn Index>) {
     );
 }
 
+/// The same instance arriving on many connections at once (two nodes, a
+/// device retrying) is decided once: one insert, the rest already present.
+pub(crate) async fn concurrent_same_instance(index: Arc<dyn Index>) {
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let index = Arc::clone(&index);
+            tokio::spawn(async move {
+                index
+                    .insert_instance(&finish(rec("1", "1.1", "1.1.1")), ConflictPolicy::Reject)
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap().unwrap());
+    }
+    let inserted = outcomes
+        .iter()
+        .filter(|o| **o == InsertOutcome::Inserted)
+        .count();
+    assert_eq!(inserted, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, InsertOutcome::Inserted | InsertOutcome::AlreadyPresent)),
+        "{outcomes:?}"
+    );
+    assert_eq!(index.objects(None, 100).await.unwrap().len(), 1);
+    let rows = studies(index.as_ref(), vec![]).await;
+    assert_eq!(
+        value(&rows[0], tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
+        Some(&json!(1))
+    );
+}
+
 pub(crate) async fn values_match_literally(index: &dyn Index) {
     let hostile = "'; DROP TABLE studies; --";
     for (study, id) in [
@@ -915,8 +951,9 @@ pub(crate) async fn later_instances_fill_gaps(index: &dyn Index) {
 }
 
 /// Generates one `#[tokio::test]` per suite function; `$open` is an async
-/// expression giving `(Arc<dyn Index>, guard)` where the guard keeps the
-/// database alive for the test.
+/// expression giving `Some((Arc<dyn Index>, guard))`, where the guard keeps the
+/// database alive for the test, or `None` when the backend is not available
+/// here (it has said so).
 macro_rules! conformance_tests {
     ($open:expr) => {
         conformance_tests!(@each $open;
@@ -941,15 +978,20 @@ macro_rules! conformance_tests {
         );
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn concurrent_inserts() {
-            let (index, _guard) = $open.await;
+            let Some((index, _guard)) = $open.await else { return };
             $crate::index::tests::concurrent_inserts(index).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_same_instance() {
+            let Some((index, _guard)) = $open.await else { return };
+            $crate::index::tests::concurrent_same_instance(index).await;
         }
     };
     (@each $open:expr; $($name:ident),*) => {
         $(
             #[tokio::test]
             async fn $name() {
-                let (index, _guard) = $open.await;
+                let Some((index, _guard)) = $open.await else { return };
                 $crate::index::tests::$name(index.as_ref()).await;
             }
         )*
@@ -963,9 +1005,9 @@ mod sqlite_memory {
     use crate::index::Index;
     use crate::index::sqlite::SqliteIndex;
 
-    async fn open() -> (Arc<dyn Index>, ()) {
+    async fn open() -> Option<(Arc<dyn Index>, ())> {
         let index = SqliteIndex::open("sqlite::memory:").await.unwrap();
-        (Arc::new(index), ())
+        Some((Arc::new(index), ()))
     }
 
     super::conformance_tests!(open());
@@ -977,11 +1019,11 @@ mod sqlite_file {
     use crate::index::Index;
     use crate::index::sqlite::SqliteIndex;
 
-    async fn open() -> (Arc<dyn Index>, tempfile::TempDir) {
+    async fn open() -> Option<(Arc<dyn Index>, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("index.db").display());
         let index = SqliteIndex::open(&url).await.unwrap();
-        (Arc::new(index), dir)
+        Some((Arc::new(index), dir))
     }
 
     super::conformance_tests!(open());
@@ -996,5 +1038,38 @@ mod sqlite_file {
         index.close().await;
         let index = SqliteIndex::open(&url).await.unwrap();
         assert_eq!(index.objects(None, 10).await.unwrap().len(), 1);
+    }
+}
+
+/// The same suite on a real PostgreSQL server, when `AINA_TEST_POSTGRES_URL`
+/// names one (a database the test user may `CREATE DATABASE` from; `.ci/run`
+/// starts one). Each test gets a database of its own, dropped afterwards.
+mod postgres {
+    use std::sync::Arc;
+
+    use crate::index::Index;
+    use crate::index::postgres::PgIndex;
+    use crate::testing::TestDatabase;
+
+    async fn open() -> Option<(Arc<dyn Index>, TestDatabase)> {
+        let db = TestDatabase::create("index conformance tests").await?;
+        let index = PgIndex::open(db.url()).await.unwrap();
+        Some((Arc::new(index), db))
+    }
+
+    super::conformance_tests!(open());
+
+    /// Reopening (a second node starting) applies no migration twice.
+    #[tokio::test]
+    async fn reopen_keeps_data() {
+        let Some(db) = TestDatabase::create("index conformance tests").await else {
+            return;
+        };
+        let index = PgIndex::open(db.url()).await.unwrap();
+        super::ins(&index, super::rec("1", "1.1", "1.1.1")).await;
+        let second = PgIndex::open(db.url()).await.unwrap();
+        assert_eq!(second.objects(None, 10).await.unwrap().len(), 1);
+        index.close().await;
+        second.close().await;
     }
 }

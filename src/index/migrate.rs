@@ -1,0 +1,445 @@
+//! Moving an index from one database to another (`aina migrate-index`): an
+//! embedded SQLite archive to PostgreSQL when it outgrows one machine, or back.
+//!
+//! The rows are copied as they are, table by table, with their timestamps,
+//! counts, superseded versions and instance ids, so nothing is re-read from
+//! the objects and nothing is recomputed. The whole copy is one transaction on
+//! the target: an interrupted migration leaves the target empty, and the source
+//! is only read.
+
+use futures::TryStreamExt;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
+
+use super::IndexError;
+use super::postgres::PgIndex;
+use super::sql::{Dialect, SqlIndex};
+use super::sqlite::SqliteIndex;
+
+/// How a column is read and written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Int,
+    Blob,
+}
+
+/// One table's columns, in the order both migrations declare them.
+struct Table {
+    name: &'static str,
+    /// The column rows are read in (stable, indexed).
+    order: &'static str,
+    columns: &'static [(&'static str, Kind)],
+}
+
+use Kind::{Blob, Int, Text};
+
+/// Parents before children, for the foreign keys.
+const TABLES: &[Table] = &[
+    Table {
+        name: "studies",
+        order: "study_instance_uid",
+        columns: &[
+            ("study_instance_uid", Text),
+            ("patient_name", Text),
+            ("patient_name_fold", Text),
+            ("patient_name_words", Text),
+            ("patient_id", Text),
+            ("issuer_of_patient_id", Text),
+            ("patient_birth_date", Text),
+            ("patient_sex", Text),
+            ("study_date", Text),
+            ("study_time", Text),
+            ("accession_number", Text),
+            ("referring_physician_name", Text),
+            ("referring_physician_name_fold", Text),
+            ("study_id", Text),
+            ("study_description", Text),
+            ("timezone_offset_from_utc", Text),
+            ("modalities_in_study", Text),
+            ("number_of_series", Int),
+            ("number_of_instances", Int),
+            ("attrs_json", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "series",
+        order: "series_instance_uid",
+        columns: &[
+            ("series_instance_uid", Text),
+            ("study_instance_uid", Text),
+            ("modality", Text),
+            ("series_number", Int),
+            ("series_description", Text),
+            ("body_part_examined", Text),
+            ("performed_procedure_step_start_date", Text),
+            ("performed_procedure_step_start_time", Text),
+            ("number_of_instances", Int),
+            ("attrs_json", Text),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "instances",
+        order: "id",
+        columns: &[
+            ("id", Int),
+            ("sop_instance_uid", Text),
+            ("series_instance_uid", Text),
+            ("study_instance_uid", Text),
+            ("sop_class_uid", Text),
+            ("transfer_syntax_uid", Text),
+            ("instance_number", Int),
+            ("pixel_rows", Int),
+            ("pixel_columns", Int),
+            ("bits_allocated", Int),
+            ("number_of_frames", Int),
+            ("sha256", Text),
+            ("size_bytes", Int),
+            ("stored_bytes", Int),
+            ("object_key", Text),
+            ("container_index", Blob),
+            ("metadata_json", Text),
+            ("superseded_at", Int),
+            ("created_at", Int),
+        ],
+    },
+];
+
+/// Rows per INSERT: well under both dialects' bound-parameter limits
+/// (SQLite 32766, PostgreSQL 65535) for the widest table.
+const BATCH_ROWS: usize = 500;
+
+/// One value in transit.
+#[derive(Debug, Clone)]
+enum Value {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Blob(Vec<u8>),
+}
+
+/// Rows copied per table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    pub studies: u64,
+    pub series: u64,
+    pub instances: u64,
+}
+
+/// An index opened by URL, as its concrete type (the copy is generic over both).
+enum Opened {
+    Sqlite(SqliteIndex),
+    Postgres(PgIndex),
+}
+
+impl Opened {
+    async fn open(url: &str, must_exist: bool) -> Result<Self, IndexError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if must_exist && !std::path::Path::new(path).is_file() {
+                return Err(IndexError::Invalid(format!("no SQLite index at {path}")));
+            }
+            return Ok(Opened::Sqlite(SqliteIndex::open(url).await?));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Opened::Postgres(PgIndex::open(url).await?));
+        }
+        Err(IndexError::Invalid(
+            "expected a sqlite:// or postgres:// URL".to_owned(),
+        ))
+    }
+
+    async fn close(&self) {
+        match self {
+            Opened::Sqlite(i) => i.close().await,
+            Opened::Postgres(i) => i.close().await,
+        }
+    }
+}
+
+/// Copies the index at `from_url` into the empty (or not yet existing) index at
+/// `to_url`; both may be `sqlite://` or `postgres://`.
+pub async fn migrate(
+    from_url: &str,
+    to_url: &str,
+    progress: impl Fn(&str, u64),
+) -> Result<CopyReport, IndexError> {
+    let from = Opened::open(from_url, true).await?;
+    let to = Opened::open(to_url, false).await?;
+    let report = match (&from, &to) {
+        (Opened::Sqlite(f), Opened::Sqlite(t)) => copy_index(f, t, progress).await,
+        (Opened::Sqlite(f), Opened::Postgres(t)) => copy_index(f, t, progress).await,
+        (Opened::Postgres(f), Opened::Sqlite(t)) => copy_index(f, t, progress).await,
+        (Opened::Postgres(f), Opened::Postgres(t)) => copy_index(f, t, progress).await,
+    };
+    from.close().await;
+    to.close().await;
+    report
+}
+
+/// Copies every row of `from` into `to`, which must be empty (freshly migrated).
+/// `progress` hears (table, rows copied so far) after each batch.
+pub async fn copy_index<S, T>(
+    from: &SqlIndex<S>,
+    to: &SqlIndex<T>,
+    progress: impl Fn(&str, u64),
+) -> Result<CopyReport, IndexError>
+where
+    S: Dialect,
+    for<'c> &'c Pool<S>: Executor<'c, Database = S>,
+    String: for<'r> Decode<'r, S> + Type<S>,
+    Option<String>: for<'r> Decode<'r, S> + Type<S>,
+    Option<i64>: for<'r> Decode<'r, S> + Type<S>,
+    i64: for<'r> Decode<'r, S> + Type<S>,
+    Vec<u8>: for<'r> Decode<'r, S> + Type<S>,
+    S::Arguments: Default + IntoArguments<S>,
+    for<'a> &'a str: ColumnIndex<S::Row>,
+    T: Dialect,
+    for<'c> &'c mut T::Connection: Executor<'c, Database = T>,
+    for<'c> &'c Pool<T>: Executor<'c, Database = T>,
+    T::Arguments: Default + IntoArguments<T>,
+    Option<String>: for<'q> Encode<'q, T> + Type<T>,
+    Option<i64>: for<'q> Encode<'q, T> + Type<T>,
+    i64: for<'r> Decode<'r, T> + Type<T>,
+    Vec<u8>: for<'q> Encode<'q, T> + Type<T>,
+    usize: ColumnIndex<T::Row>,
+{
+    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances")
+        .fetch_one(&to.reader)
+        .await?;
+    let studies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM studies")
+        .fetch_one(&to.reader)
+        .await?;
+    if existing > 0 || studies > 0 {
+        return Err(IndexError::Invalid(format!(
+            "the target index is not empty ({studies} studies, {existing} instances): \
+             migrate into a new, empty database"
+        )));
+    }
+
+    let mut tx = T::begin_write(&to.writer).await?;
+    let mut report = CopyReport::default();
+    for table in TABLES {
+        let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
+        let select = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            columns.join(", "),
+            table.name,
+            table.order
+        );
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(select)).fetch(&from.reader);
+        let mut batch: Vec<Vec<Value>> = Vec::with_capacity(BATCH_ROWS);
+        let mut copied = 0u64;
+        loop {
+            let row = rows.try_next().await?;
+            if let Some(row) = &row {
+                let values = table
+                    .columns
+                    .iter()
+                    .map(|&(column, kind)| {
+                        Ok(match kind {
+                            Text => Value::Text(row.try_get(column)?),
+                            Int => Value::Int(row.try_get(column)?),
+                            Blob => Value::Blob(row.try_get(column)?),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                batch.push(values);
+            }
+            if batch.len() == BATCH_ROWS || (row.is_none() && !batch.is_empty()) {
+                let mut qb = QueryBuilder::<T>::new(format!(
+                    "INSERT INTO {} ({}) ",
+                    table.name,
+                    columns.join(", ")
+                ));
+                let n = batch.len() as u64;
+                qb.push_values(batch.drain(..), |mut b, values| {
+                    for v in values {
+                        match v {
+                            Value::Text(v) => b.push_bind(v),
+                            Value::Int(v) => b.push_bind(v),
+                            Value::Blob(v) => b.push_bind(v),
+                        };
+                    }
+                });
+                qb.build().execute(&mut *tx).await?;
+                copied += n;
+                progress(table.name, copied);
+            }
+            if row.is_none() {
+                break;
+            }
+        }
+        match table.name {
+            "studies" => report.studies = copied,
+            "series" => report.series = copied,
+            _ => report.instances = copied,
+        }
+    }
+    T::after_copy(&mut tx).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use aina_dicomweb::qido::{IncludeFields, QidoQuery, QueryLevel};
+
+    use super::{CopyReport, TABLES, copy_index};
+    use crate::index::postgres::PgIndex;
+    use crate::index::sqlite::SqliteIndex;
+    use crate::index::tests::{finish, ins, rec};
+    use crate::index::{ConflictPolicy, Index, InsertOutcome, Scope};
+    use crate::testing::TestDatabase;
+
+    /// An archive with several studies, a superseded version, Cyrillic names
+    /// and absent values.
+    async fn fill(index: &dyn Index) {
+        for s in 1..=3 {
+            for se in 1..=2 {
+                for i in 1..=3 {
+                    let mut r = rec(
+                        &format!("{s}"),
+                        &format!("{s}.{se}"),
+                        &format!("{s}.{se}.{i}"),
+                    );
+                    r.study.patient_name = Some(format!("Иванов^Сергей{s}"));
+                    r.instance_number = if i == 3 { None } else { Some(i) };
+                    r.series.modality = Some(if se == 1 { "MG" } else { "CR" }.to_owned());
+                    ins(index, r).await;
+                }
+            }
+        }
+        let mut v2 = rec("1", "1.1", "1.1.1");
+        v2.sha256 = "v2".to_owned();
+        let outcome = index
+            .insert_instance(&finish(v2), ConflictPolicy::KeepBoth)
+            .await
+            .unwrap();
+        assert!(matches!(outcome, InsertOutcome::ConflictKeptBoth { .. }));
+    }
+
+    /// Everything the archive answers, at every level.
+    async fn answers(index: &dyn Index) -> Vec<String> {
+        let mut out = Vec::new();
+        for level in [QueryLevel::Study, QueryLevel::Series, QueryLevel::Instance] {
+            let q = QidoQuery {
+                level,
+                matches: vec![],
+                include: IncludeFields::All,
+                limit: 1000,
+                offset: 0,
+                fuzzy: false,
+            };
+            let rows = index.search(&q, &Scope::default()).await.unwrap().rows;
+            out.extend(rows.iter().map(|r| serde_json::to_string(r).unwrap()));
+        }
+        for s in 1..=3 {
+            let scope = Scope {
+                study: Some(format!("{s}")),
+                ..Scope::default()
+            };
+            out.extend(
+                index
+                    .instances(&scope)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|i| format!("{i:?}")),
+            );
+            out.extend(index.metadata(&scope).await.unwrap());
+        }
+        out.extend(
+            index
+                .objects(None, 1000)
+                .await
+                .unwrap()
+                .iter()
+                .map(|o| format!("{o:?}")),
+        );
+        out
+    }
+
+    async fn check_copy(from: &dyn Index, to: &dyn Index, report: CopyReport) {
+        assert_eq!(
+            report,
+            CopyReport {
+                studies: 3,
+                series: 6,
+                instances: 19
+            }
+        );
+        assert_eq!(answers(from).await, answers(to).await);
+        // New instances continue after the copied ids, and the copy is a working
+        // index (the keep-both history carried over).
+        ins(to, rec("4", "4.1", "4.1.1")).await;
+        let mut v3 = rec("1", "1.1", "1.1.1");
+        v3.sha256 = "v3".to_owned();
+        let outcome = to
+            .insert_instance(&finish(v3), ConflictPolicy::KeepBoth)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            InsertOutcome::ConflictKeptBoth {
+                previous_sha256: "v2".to_owned()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_to_sqlite() {
+        let from = SqliteIndex::open("sqlite::memory:").await.unwrap();
+        fill(&from).await;
+        let to = SqliteIndex::open("sqlite::memory:").await.unwrap();
+        let report = copy_index(&from, &to, |_, _| {}).await.unwrap();
+        check_copy(&from, &to, report).await;
+        // A second migration into the same target is refused, nothing changed.
+        let before = answers(&to).await;
+        let err = copy_index(&from, &to, |_, _| {}).await.unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        assert_eq!(answers(&to).await, before);
+    }
+
+    #[tokio::test]
+    async fn sqlite_to_postgres_and_back() {
+        let Some(db) = TestDatabase::create("index migration").await else {
+            return;
+        };
+        let from = SqliteIndex::open("sqlite::memory:").await.unwrap();
+        fill(&from).await;
+        let pg = PgIndex::open(db.url()).await.unwrap();
+        let report = copy_index(&from, &pg, |_, _| {}).await.unwrap();
+        assert_eq!(answers(&from).await, answers(&pg).await);
+        let back = SqliteIndex::open("sqlite::memory:").await.unwrap();
+        copy_index(&pg, &back, |_, _| {}).await.unwrap();
+        assert_eq!(answers(&pg).await, answers(&back).await);
+        check_copy(&from, &pg, report).await;
+        pg.close().await;
+    }
+
+    /// The column lists here are those of the schema: a column added by a later
+    /// migration and forgotten here would be lost in a migration.
+    #[tokio::test]
+    async fn columns_match_the_schema() {
+        let index = SqliteIndex::open("sqlite::memory:").await.unwrap();
+        for table in TABLES {
+            let actual: BTreeSet<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT name FROM pragma_table_info('{}')",
+                table.name
+            )))
+            .fetch_all(&index.reader)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+            let listed: BTreeSet<String> =
+                table.columns.iter().map(|(c, _)| (*c).to_owned()).collect();
+            assert_eq!(actual, listed, "columns of {}", table.name);
+        }
+    }
+}
