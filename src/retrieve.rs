@@ -2,10 +2,12 @@
 //! WADO-RS and WADO-URI (C-GET / C-MOVE read originals through it too).
 //!
 //! Originals are reassembled from the container segment by segment (bounded
-//! memory, bit-exact). The one re-encoding done here is between uncompressed
-//! transfer syntaxes (Implicit VR Little Endian, Big Endian, Deflate → Explicit VR
-//! Little Endian), which dicom-object does without touching pixel values; decoding
-//! compressed pixel data is `render`'s business.
+//! memory, bit-exact). The instances of a series or study are read a few ahead
+//! of the one being sent ([`read_ahead`]), in order. The one re-encoding done
+//! here is between uncompressed transfer syntaxes (Implicit VR Little Endian,
+//! Big Endian, Deflate → Explicit VR Little Endian), which dicom-object does
+//! without touching pixel values; decoding compressed pixel data is `render`'s
+//! business.
 
 use std::sync::Arc;
 
@@ -20,6 +22,13 @@ use crate::store::{Store, StoreError};
 
 /// Stored segments are fetched in ranged reads of about this many bytes.
 const READ_BATCH: u64 = 8 << 20;
+
+/// Instances of a series or study being read at once when they are sent one
+/// after another (WADO-RS, C-GET, C-MOVE): the one being sent and the next
+/// three. Each read is a request or two to the store; on S3, where a request
+/// waits tens of milliseconds for its first byte, reading one instance at a
+/// time leaves the link idle between small instances (a CT series: hundreds).
+pub const READ_AHEAD_INSTANCES: usize = 4;
 
 /// Errors of retrieval, classified by what the caller can do.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +162,7 @@ impl Retrieve {
     pub fn original(
         &self,
         inst: &StoredInstance,
-    ) -> impl Stream<Item = Result<Bytes, RetrieveError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Bytes, RetrieveError>> + Send + use<> {
         let store = self.store.clone();
         let key = inst.object_key.clone();
         let table = inst.container_index.clone();
@@ -185,11 +194,18 @@ impl Retrieve {
 
     /// The whole original file in memory.
     pub async fn original_bytes(&self, inst: &StoredInstance) -> Result<Bytes, RetrieveError> {
-        let parts: Vec<Bytes> = self.original(inst).try_collect().await?;
-        Ok(match parts.len() {
-            1 => parts.into_iter().next().unwrap_or_default(),
-            _ => Bytes::from(parts.concat()),
-        })
+        concat(self.original(inst)).await
+    }
+
+    /// The whole original files of `instances`, in order, each read ahead as
+    /// [`read_ahead`] does: one file whole in memory, the next few a chunk or
+    /// two each.
+    pub fn originals(
+        &self,
+        instances: Vec<StoredInstance>,
+    ) -> impl Stream<Item = Result<Bytes, RetrieveError>> + Send + 'static {
+        let this = self.clone();
+        read_ahead(instances, move |inst| this.original(inst)).then(|(_, body)| concat(body))
     }
 
     /// An instance as `encoding` asks, as a stream of chunks. `Decompressed` is
@@ -303,6 +319,86 @@ impl Retrieve {
 
 use crate::store::container;
 
+/// `items` in order, each with its body as `open` makes it, the bodies of up to
+/// [`READ_AHEAD_INSTANCES`] items being read at once. Each body is read in its
+/// own task (so it progresses while the caller is busy sending the one before)
+/// and at most a chunk ahead of its consumer, so memory stays a few chunks per
+/// item, however large the instances. Dropping a body, or the stream, stops its
+/// read.
+pub fn read_ahead<T, S>(
+    items: impl IntoIterator<Item = T, IntoIter: Send + 'static>,
+    mut open: impl FnMut(&T) -> S + Send + 'static,
+) -> impl Stream<Item = (T, ReadAhead<S::Item>)> + Send + 'static
+where
+    T: Send + 'static,
+    S: Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    // `buffered` takes the next item, and so starts its read, as soon as one
+    // is handed out: READ_AHEAD_INSTANCES bodies are under way at any time.
+    futures::stream::iter(items)
+        .map(move |item| {
+            let body = ReadAhead::spawn(open(&item));
+            futures::future::ready((item, body))
+        })
+        .buffered(READ_AHEAD_INSTANCES)
+}
+
+/// A body being read by its own task, a chunk ahead (see [`read_ahead`]).
+pub struct ReadAhead<T> {
+    chunks: futures::channel::mpsc::Receiver<T>,
+    task: tokio::task::AbortHandle,
+}
+
+impl<T: Send + 'static> ReadAhead<T> {
+    fn spawn<S: Stream<Item = T> + Send + 'static>(body: S) -> Self {
+        // Room for one chunk: the task holds one more while it waits, and
+        // `original` has two reads in flight, so a body read ahead holds at most
+        // a few chunks (of about READ_BATCH stored bytes each).
+        let (mut tx, chunks) = futures::channel::mpsc::channel(0);
+        let task = tokio::spawn(async move {
+            let mut body = std::pin::pin!(body);
+            while let Some(chunk) = body.next().await {
+                if futures::SinkExt::send(&mut tx, chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            chunks,
+            task: task.abort_handle(),
+        }
+    }
+}
+
+impl<T> Stream for ReadAhead<T> {
+    type Item = T;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.chunks.poll_next_unpin(cx)
+    }
+}
+
+impl<T> Drop for ReadAhead<T> {
+    // A body nobody will read (the client hung up, the C-MOVE was cancelled)
+    // stops reading now, not after its current ranged read.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A body's chunks joined into one buffer.
+async fn concat<E>(body: impl Stream<Item = Result<Bytes, E>>) -> Result<Bytes, E> {
+    let parts: Vec<Bytes> = body.try_collect().await?;
+    Ok(match parts.len() {
+        1 => parts.into_iter().next().unwrap_or_default(),
+        _ => Bytes::from(parts.concat()),
+    })
+}
+
 /// Decodes the segments `segs` of a batch read from `base` onwards, in parallel,
 /// into one buffer in their order.
 fn decode_batch(
@@ -359,7 +455,35 @@ fn describe(scope: &Scope) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    #[tokio::test]
+    async fn read_ahead_keeps_order_and_bounds_reads() {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counter = opened.clone();
+        let bodies = read_ahead(0..10u64, move |&i| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            // Later items are quicker to read: the order must hold anyway.
+            futures::stream::iter([i * 10, i * 10 + 1]).then(move |chunk| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(10 - i)).await;
+                chunk
+            })
+        });
+        let mut bodies = std::pin::pin!(bodies);
+        let (first, body) = bodies.next().await.unwrap();
+        assert_eq!(first, 0);
+        assert_eq!(body.collect::<Vec<_>>().await, [0, 1]);
+        // Only a few bodies were started, not the whole list.
+        assert_eq!(opened.load(Ordering::SeqCst), READ_AHEAD_INSTANCES);
+        let mut rest = Vec::new();
+        while let Some((i, body)) = bodies.next().await {
+            rest.push((i, body.collect::<Vec<_>>().await));
+        }
+        let expected: Vec<_> = (1..10u64).map(|i| (i, vec![i * 10, i * 10 + 1])).collect();
+        assert_eq!(rest, expected);
+    }
 
     #[test]
     #[allow(deprecated)]

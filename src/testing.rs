@@ -123,6 +123,8 @@ impl TestBucket {
             return None;
         };
         let endpoint = endpoint.trim_end_matches('/').to_owned();
+        // The HTTP client is built without a default TLS provider (see Cargo.toml).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let bucket = unique_name("aina-test-");
         let status = reqwest013::Client::new()
             .put(format!("{endpoint}/{bucket}"))

@@ -15,6 +15,7 @@ use dicom_ul::association::{Association, AsyncServerAssociation, Error as UlErro
 use dicom_ul::pdu::{
     PDataValue, PDataValueType, Pdu, PresentationContextNegotiated, PresentationContextResultReason,
 };
+use futures::StreamExt;
 use tokio::net::TcpStream;
 
 use super::commitment;
@@ -28,8 +29,8 @@ use super::store::{StoreRequest, store};
 use super::{MAX_SEND_PDU, Options};
 use crate::app::AppState;
 use crate::config::DicomPeer;
-use crate::index::StoredInstance;
 use crate::ingest::Slot;
+use crate::retrieve::RetrieveError;
 
 type Ul = AsyncServerAssociation<TcpStream>;
 
@@ -445,14 +446,20 @@ impl Connection {
         let mut progress = Progress::new(items.len());
         let mut cancelled = false;
         let mut unreachable = None;
+        // The next few instances are read while one is being sent, in order;
+        // leaving the loop stops their reads.
+        let mut files = std::pin::pin!(self.state.retrieve.originals(instances));
         for n in 0..items.len() {
             if self.cancelled(request.message_id()).await? {
                 cancelled = true;
                 break;
             }
-            let result = self
-                .sub_operation(&mut target, &items, n, &instances[n])
-                .await?;
+            let file = files.next().await.unwrap_or_else(|| {
+                Err(RetrieveError::Invalid(
+                    "fewer files read than instances".to_owned(),
+                ))
+            });
+            let result = self.sub_operation(&mut target, &items, n, file).await?;
             let (outcome, transcoded) = match result {
                 Ok((code, transcoded)) => (Outcome::of(code, transcoded), transcoded),
                 Err(e @ ScuError::Associate(..)) => {
@@ -513,14 +520,15 @@ impl Connection {
         self.send(pc.id, rsp, identifier.as_deref()).await
     }
 
-    /// One C-STORE sub-operation: `items[n]`, stored as `instance`. The outer
-    /// `Err` ends the association; the inner one fails the sub-operation.
+    /// One C-STORE sub-operation: `items[n]`, whose stored file was read as
+    /// `file`. The outer `Err` ends the association; the inner one fails the
+    /// sub-operation.
     async fn sub_operation(
         &mut self,
         target: &mut Target,
         items: &[Outgoing],
         n: usize,
-        instance: &StoredInstance,
+        file: Result<bytes::Bytes, RetrieveError>,
     ) -> Result<Result<(u16, bool), ScuError>, End> {
         let item = &items[n];
         if let Target::Peer {
@@ -549,7 +557,7 @@ impl Connection {
                 Err(e) => return Ok(Err(e)),
             }
         }
-        let file = match self.state.retrieve.original_bytes(instance).await {
+        let file = match file {
             Ok(file) => file,
             Err(e) => return Ok(Err(ScuError::Stored(e))),
         };

@@ -166,18 +166,36 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the index and the store answer.
+/// How long readiness waits for each dependency: a load balancer's probe has
+/// its own timeout, and a hung database must read as "not ready", not as a
+/// probe that never answers.
+const READY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Readiness: the index and the store answer, each within
+/// [`READY_CHECK_TIMEOUT`].
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if let Err(e) = state.index.ping().await {
-        tracing::warn!(error = %e, "readiness: index unavailable");
-        return (StatusCode::SERVICE_UNAVAILABLE, "index unavailable\n");
+    let unavailable = |what: &'static str| (StatusCode::SERVICE_UNAVAILABLE, what);
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, state.index.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: index unavailable");
+            return unavailable("index unavailable\n");
+        }
+        Err(_) => {
+            tracing::warn!("readiness: index did not answer in time");
+            return unavailable("index unavailable\n");
+        }
     }
-    if let Err(e) = state.store.ping().await {
-        tracing::warn!(error = %e, "readiness: store unavailable");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "object store unavailable\n",
-        );
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: store unavailable");
+            return unavailable("object store unavailable\n");
+        }
+        Err(_) => {
+            tracing::warn!("readiness: store did not answer in time");
+            return unavailable("object store unavailable\n");
+        }
     }
     (StatusCode::OK, "ready\n")
 }

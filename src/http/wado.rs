@@ -1,7 +1,8 @@
 //! WADO-RS (PS3.18 §10.4) retrieve of studies, series, instances, metadata,
 //! frames and bulk data; and WADO-URI (PS3.18 §9) for `application/dicom`.
 //!
-//! Bodies are streamed: instance after instance, segment after segment. Responses
+//! Bodies are streamed: instance after instance, segment after segment, the next
+//! few instances read while one is sent (`retrieve::read_ahead`). Responses
 //! of immutable resources carry a strong ETag and a boundary derived from it, so
 //! the same request gives the same bytes and `If-None-Match` answers 304.
 
@@ -176,20 +177,24 @@ async fn retrieve_instances(
     let mut writer = RelatedWriter::with_boundary(boundary);
     let content_type = writer.content_type("application/dicom");
 
-    // A task feeds the body through a small channel, so one instance is read while
-    // the previous one is being sent; an error midway can only cut the body short.
+    // A task feeds the body through a small channel; the next few instances are
+    // read while one is being sent (`read_ahead`), in order. An error midway can
+    // only cut the body short.
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let retrieve = state.retrieve.clone();
     let render = state.render.clone();
     tokio::spawn(async move {
-        for (inst, encoding) in instances.iter().zip(encodings) {
-            let ts = retrieve::sent_transfer_syntax(inst, &encoding).to_owned();
+        let bodies = retrieve::read_ahead(instances.into_iter().zip(encodings), move |(i, e)| {
+            encoded(&retrieve, &render, i, e.clone())
+        });
+        let mut bodies = std::pin::pin!(bodies);
+        while let Some(((inst, encoding), mut body)) = bodies.next().await {
+            let ts = retrieve::sent_transfer_syntax(&inst, &encoding).to_owned();
             let header =
                 writer.part_header(&format!("application/dicom; transfer-syntax={ts}"), &[]);
             if tx.send(Ok(header)).await.is_err() {
                 return;
             }
-            let mut body = std::pin::pin!(encoded(&retrieve, &render, inst, encoding));
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| {
                     tracing::error!(error = ?e, sop_instance_uid = inst.sop_instance_uid, "retrieve failed midway");

@@ -183,6 +183,14 @@ pub trait Index: Send + Sync + 'static {
         policy: ConflictPolicy,
     ) -> Result<InsertOutcome, IndexError>;
 
+    /// Inserts many instances in one transaction (`aina reindex`, bulk loads):
+    /// the outcomes in order. A failure rolls the whole batch back.
+    async fn insert_instances(
+        &self,
+        records: &[InstanceRecord],
+        policy: ConflictPolicy,
+    ) -> Result<Vec<InsertOutcome>, IndexError>;
+
     /// QIDO-RS search at `query.level` within `scope`, ordered stably (by the
     /// level's UID after its natural key: study date desc, series number, instance
     /// number), with `limit`/`offset` applied. Attributes returned: the level's

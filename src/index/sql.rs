@@ -577,6 +577,20 @@ where
         write_tx!(self, tx => Self::insert(&mut tx, record, policy))
     }
 
+    async fn insert_instances(
+        &self,
+        records: &[InstanceRecord],
+        policy: ConflictPolicy,
+    ) -> Result<Vec<InsertOutcome>, IndexError> {
+        write_tx!(self, tx => async {
+            let mut outcomes = Vec::with_capacity(records.len());
+            for record in records {
+                outcomes.push(Self::insert(&mut tx, record, policy).await?);
+            }
+            Ok(outcomes)
+        })
+    }
+
     async fn search(&self, query: &QidoQuery, scope: &Scope) -> Result<SearchOutcome, IndexError> {
         let (mut qb, plan) = build_search::<DB>(query, scope)?;
         let rows = qb.build().fetch_all(&self.reader).await?;

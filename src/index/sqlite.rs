@@ -1,4 +1,4 @@
-//! SQLite implementation of [`Index`]: the embedded default (one file next to the
+//! SQLite implementation of [`super::Index`]: the embedded default (one file next to the
 //! objects).
 //!
 //! Owns: connection settings (WAL, `synchronous=FULL` so a committed row is

@@ -863,6 +863,43 @@ pub(crate) async fn concurrent_same_instance(index: Arc<dyn Index>) {
     );
 }
 
+pub(crate) async fn batch_insert(index: &dyn Index) {
+    let batch: Vec<_> = ["1.1.1", "1.1.2", "1.1.1"]
+        .iter()
+        .map(|sop| finish(rec("1", "1.1", sop)))
+        .collect();
+    let outcomes = index
+        .insert_instances(&batch, ConflictPolicy::Reject)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            InsertOutcome::Inserted,
+            InsertOutcome::Inserted,
+            InsertOutcome::AlreadyPresent
+        ]
+    );
+    let rows = studies(index, vec![]).await;
+    assert_eq!(
+        value(&rows[0], tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
+        Some(&json!(2))
+    );
+    // A failing record rolls the whole batch back.
+    let mut bad = vec![
+        finish(rec("2", "2.1", "2.1.1")),
+        finish(rec("3", "1.1", "3.1.1")),
+    ];
+    bad[1].series_instance_uid = "1.1".to_owned();
+    assert!(
+        index
+            .insert_instances(&bad, ConflictPolicy::Reject)
+            .await
+            .is_err()
+    );
+    assert_eq!(studies(index, vec![]).await.len(), 1);
+}
+
 pub(crate) async fn values_match_literally(index: &dyn Index) {
     let hostile = "'; DROP TABLE studies; --";
     for (study, id) in [
@@ -973,6 +1010,7 @@ macro_rules! conformance_tests {
             includefield,
             unsupported_keys_are_reported,
             values_match_literally,
+            batch_insert,
             remove_objects,
             later_instances_fill_gaps
         );

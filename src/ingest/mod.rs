@@ -611,8 +611,15 @@ const SERIES_LEVEL: &[Tag] = &[
 
 /// A text attribute, trimmed, `None` when absent or empty. A value sent as UN
 /// (explicit VR files whose writer did not know the VR) is read as the text its
-/// bytes are.
+/// bytes are. NUL, in no DICOM character repertoire and refused inside
+/// PostgreSQL text, is dropped from these search columns (the stored DICOM JSON
+/// keeps the value as sent), so every index backend stores the same thing.
 fn text(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
+    trimmed(obj, tag).map(|s| s.replace('\0', ""))
+}
+
+/// A text attribute with leading and trailing padding removed, as sent.
+fn trimmed(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
     let e = obj.element_opt(tag).ok()??;
     let s = if e.vr() == dicom_core::VR::UN {
         let bytes = e.to_bytes().ok()?;
@@ -629,7 +636,8 @@ fn int(obj: &DefaultDicomObject, tag: Tag) -> Option<i64> {
 }
 
 fn uid(obj: &DefaultDicomObject, tag: Tag, name: &'static str) -> Result<String, IngestError> {
-    let value = text(obj, tag).ok_or(IngestError::MissingAttribute(name))?;
+    // Not `text`: a NUL inside a UID makes it invalid, not another UID.
+    let value = trimmed(obj, tag).ok_or(IngestError::MissingAttribute(name))?;
     if is_valid_uid(&value) {
         Ok(value)
     } else {

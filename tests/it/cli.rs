@@ -3,15 +3,22 @@
 use std::path::Path;
 use std::process::Command;
 
-use reqwest::StatusCode;
+use bytes::Bytes;
+
 
 use crate::common::*;
 
-pub fn aina(data: &Path, args: &[&str]) -> (i32, String) {
+/// Runs the `aina` binary on the backend's archive.
+pub fn aina(backend: &Backend, args: &[&str]) -> (i32, String) {
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    all.extend(backend.args());
+    aina_raw(&all)
+}
+
+/// Runs the `aina` binary with exactly these arguments.
+fn aina_raw(args: &[String]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_aina"))
         .args(args)
-        .arg("--data")
-        .arg(data)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run aina");
@@ -32,23 +39,16 @@ fn write_sample(dir: &Path) {
     }
 }
 
-fn object_files(data: &Path) -> Vec<std::path::PathBuf> {
-    walkdir::WalkDir::new(data.join("objects"))
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "aina"))
-        .map(|e| e.into_path())
-        .collect()
-}
-
 #[test]
 fn import_verify_repair_reindex() {
-    let data = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut data = rt.block_on(Backend::new());
+    let store = data.store();
     let input = tempfile::tempdir().unwrap();
     write_sample(input.path());
     std::fs::write(input.path().join("a/garbage.dcm"), b"not dicom").unwrap();
 
-    let (code, out) = aina(data.path(), &["import", input.path().to_str().unwrap()]);
+    let (code, out) = aina(&data, &["import", input.path().to_str().unwrap()]);
     assert_eq!(code, 1, "a failed file makes the exit code non-zero: {out}");
     assert!(out.contains("garbage.dcm"), "{out}");
     assert!(
@@ -58,14 +58,14 @@ fn import_verify_repair_reindex() {
     assert!(out.contains("1 failed"), "{out}");
 
     std::fs::remove_file(input.path().join("a/garbage.dcm")).unwrap();
-    let (code, out) = aina(data.path(), &["import", input.path().to_str().unwrap()]);
+    let (code, out) = aina(&data, &["import", input.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!("{} already stored", sample().len())),
         "{out}"
     );
 
-    let (code, out) = aina(data.path(), &["verify"]);
+    let (code, out) = aina(&data, &["verify"]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!(
@@ -75,39 +75,41 @@ fn import_verify_repair_reindex() {
         "{out}"
     );
 
-    // Damage one object and lose another.
-    let objects = object_files(data.path());
+    // Damage one object and lose another, whatever the store.
+    let objects = rt.block_on(store.list_instances()).unwrap();
     assert_eq!(objects.len(), sample().len());
-    let mut bytes = std::fs::read(&objects[0]).unwrap();
+    let (damaged, lost) = (&objects[0].key, &objects[1].key);
+    let mut bytes = rt.block_on(store.get(damaged)).unwrap().to_vec();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xFF;
-    std::fs::write(&objects[0], bytes).unwrap();
-    std::fs::remove_file(&objects[1]).unwrap();
-    let (code, out) = aina(data.path(), &["verify"]);
+    rt.block_on(async {
+        store.delete(damaged).await.unwrap();
+        store.put(damaged, Bytes::from(bytes)).await.unwrap();
+        store.delete(lost).await.unwrap();
+    });
+    let (code, out) = aina(&data, &["verify"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("1 missing, 1 damaged"), "{out}");
     assert!(out.contains("missing object"), "{out}");
     assert!(out.contains("damaged object"), "{out}");
 
-    let (code, out) = aina(data.path(), &["verify", "--repair"]);
+    let (code, out) = aina(&data, &["verify", "--repair"]);
     assert_eq!(code, 1, "damaged objects cannot be repaired: {out}");
     assert!(out.contains("removed the row of missing object"), "{out}");
-    std::fs::remove_file(&objects[0]).unwrap();
-    let (_, _) = aina(data.path(), &["verify", "--repair"]);
-    let (code, out) = aina(data.path(), &["verify"]);
+    rt.block_on(store.delete(damaged)).unwrap();
+    let (_, _) = aina(&data, &["verify", "--repair"]);
+    let (code, out) = aina(&data, &["verify"]);
     assert_eq!(code, 0, "{out}");
 
     // Rebuild the index from the objects alone.
-    for f in ["index.db", "index.db-wal", "index.db-shm"] {
-        let _ = std::fs::remove_file(data.path().join(f));
-    }
-    let (code, out) = aina(data.path(), &["verify"]);
+    rt.block_on(data.lose_index());
+    let (code, out) = aina(&data, &["verify"]);
     assert_eq!(code, 0, "orphans alone are no inconsistency: {out}");
     assert!(
         out.contains(&format!("{} orphan objects", sample().len() - 2)),
         "{out}"
     );
-    let (code, out) = aina(data.path(), &["reindex"]);
+    let (code, out) = aina(&data, &["reindex"]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!(
@@ -116,27 +118,14 @@ fn import_verify_repair_reindex() {
         )),
         "{out}"
     );
-    let (code, out) = aina(data.path(), &["verify"]);
+    let (code, out) = aina(&data, &["verify"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0 orphan objects"), "{out}");
 
     // The rebuilt index answers QIDO like the original.
-    let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let settings = aina::config::Settings {
-            http: Some("127.0.0.1:0".parse().unwrap()),
-            dicom: Some("127.0.0.1:0".parse().unwrap()),
-            data: Some(data.path().to_path_buf()),
-            ..Default::default()
-        };
-        let state = aina::app::AppState::open(settings.resolve().unwrap())
-            .await
-            .unwrap();
-        let server = aina::app::Server::start(state).await.unwrap();
-        let url = format!("http://{}/dicomweb/instances?limit=1000", server.http_addr);
-        let res = reqwest::get(&url).await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let rows: Vec<serde_json::Value> = res.json().await.unwrap();
+        let srv = start_on(std::sync::Arc::new(data)).await;
+        let rows = srv.qido("/instances?limit=1000").await;
         assert_eq!(rows.len(), sample().len() - 2);
         let names: Vec<String> = rows
             .iter()
@@ -146,17 +135,84 @@ fn import_verify_repair_reindex() {
             names.iter().any(|n| n == "Әбілқасымова^Гүлнұр"),
             "{names:?}"
         );
-        server.abort();
     });
 }
 
 #[test]
 fn bad_configuration_is_refused_with_a_message() {
-    let data = tempfile::tempdir().unwrap();
-    let (code, out) = aina(data.path(), &["verify", "--database", "mysql://x"]);
+    // A bare data directory: the URLs given here are the ones under test.
+    let data = Backend {
+        dir: tempfile::tempdir().unwrap(),
+        database: None,
+        bucket: None,
+    };
+    let (code, out) = aina(&data, &["verify", "--database", "mysql://x"]);
     assert_ne!(code, 0);
     assert!(out.contains("unsupported database URL"), "{out}");
-    let (code, out) = aina(data.path(), &["verify", "--storage", "file://relative/dir"]);
+    let (code, out) = aina(&data, &["verify", "--storage", "file://relative/dir"]);
     assert_ne!(code, 0);
     assert!(out.contains("storage"), "{out}");
+}
+
+/// `aina migrate-index` moves an embedded archive's index to PostgreSQL: the
+/// server on the new index answers as before, without re-reading any object.
+#[test]
+fn migrate_index_to_postgres() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(target) = rt.block_on(aina::testing::TestDatabase::create("aina migrate-index"))
+    else {
+        return;
+    };
+    let data = Backend {
+        dir: tempfile::tempdir().unwrap(),
+        database: None,
+        bucket: None,
+    };
+    let input = tempfile::tempdir().unwrap();
+    write_sample(input.path());
+    let (code, out) = aina(&data, &["import", input.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+
+    let from = format!("sqlite://{}/index.db", data.dir.path().display());
+    let migrate = ["migrate-index", "--from", &from, "--to", target.url()].map(str::to_owned);
+    let (code, out) = aina_raw(&migrate);
+    assert_eq!(code, 0, "{out}");
+    let studies = sample()
+        .iter()
+        .map(|g| &g.study_instance_uid)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert!(
+        out.contains(&format!("copied {studies} studies,"))
+            && out.contains(&format!(" {} instances from", sample().len())),
+        "{out}"
+    );
+    // Into a non-empty index: refused, nothing changed.
+    let (code, out) = aina_raw(&migrate);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("not empty"), "{out}");
+
+    // Same answers from the migrated index; objects untouched, verify clean.
+    let migrated = Backend {
+        dir: data.dir,
+        database: Some(target),
+        bucket: None,
+    };
+    let (code, out) = aina(&migrated, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 missing, 0 damaged; 0 orphan"), "{out}");
+    rt.block_on(async {
+        let srv = start_on(std::sync::Arc::new(migrated)).await;
+        assert_eq!(
+            srv.qido("/instances?limit=1000").await.len(),
+            sample().len()
+        );
+        let rows = srv
+            .qido("/studies?PatientName=%D3%99%D0%B1%D1%96%D0%BB*")
+            .await;
+        assert!(
+            !rows.is_empty(),
+            "Kazakh name prefix search on the migrated index"
+        );
+    });
 }

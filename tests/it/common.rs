@@ -3,14 +3,117 @@
 //! writer/splitter (so the server's own multipart code is not checking itself).
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use aina::app::{AppState, Server};
 use aina::config::Settings;
+use aina::store::Store;
+use aina::testing::{TestBucket, TestDatabase};
 use aina_sample::{Generated, Options};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+/// Where a test archive keeps its index and objects. Always a data directory;
+/// with `AINA_TEST_BACKEND=postgres-s3` (the second run of `.ci/run`) also a
+/// database of its own on the test PostgreSQL server and a bucket of its own on
+/// the test S3 server, so the whole suite runs once per backend combination.
+pub struct Backend {
+    /// The data directory, removed on drop.
+    pub dir: tempfile::TempDir,
+    pub database: Option<TestDatabase>,
+    pub bucket: Option<TestBucket>,
+}
+
+impl Backend {
+    pub async fn new() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        if !postgres_s3() {
+            return Backend {
+                dir,
+                database: None,
+                bucket: None,
+            };
+        }
+        let database = TestDatabase::create("integration tests").await;
+        let bucket = TestBucket::create("integration tests").await;
+        assert!(
+            database.is_some() && bucket.is_some(),
+            "AINA_TEST_BACKEND=postgres-s3 needs AINA_TEST_POSTGRES_URL and AINA_TEST_S3_ENDPOINT"
+        );
+        Backend {
+            dir,
+            database,
+            bucket,
+        }
+    }
+
+    /// PostgreSQL and S3 whatever the run, or `None` (said) where this machine
+    /// has no servers: for tests that exist only there, such as several nodes.
+    pub async fn shared(what: &str) -> Option<Backend> {
+        let database = TestDatabase::create(what).await?;
+        let bucket = TestBucket::create(what).await?;
+        Some(Backend {
+            dir: tempfile::tempdir().unwrap(),
+            database: Some(database),
+            bucket: Some(bucket),
+        })
+    }
+
+    /// For tests that run the binary outside a runtime.
+    pub fn new_blocking() -> Backend {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(Backend::new())
+    }
+
+    /// Puts the backend into server settings.
+    pub fn apply(&self, settings: &mut Settings) {
+        settings.data = Some(self.dir.path().to_path_buf());
+        settings.database = self.database.as_ref().map(|d| d.url().to_owned());
+        settings.storage = self.bucket.as_ref().map(|b| b.url().to_owned());
+    }
+
+    /// The same as command-line arguments for the `aina` binary.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec!["--data".to_owned(), self.dir.path().display().to_string()];
+        if let Some(d) = &self.database {
+            args.extend(["--database".to_owned(), d.url().to_owned()]);
+        }
+        if let Some(b) = &self.bucket {
+            args.extend(["--storage".to_owned(), b.url().to_owned()]);
+        }
+        args
+    }
+
+    /// The object store, opened as the server opens it.
+    pub fn store(&self) -> Store {
+        match &self.bucket {
+            Some(b) => Store::open(b.url()).unwrap(),
+            None => Store::open(&format!("file://{}/objects", self.dir.path().display())).unwrap(),
+        }
+    }
+
+    /// Throws the index away (the objects stay): a new empty database.
+    pub async fn lose_index(&mut self) {
+        if self.database.is_some() {
+            self.database = TestDatabase::create("integration tests").await;
+            return;
+        }
+        for f in ["index.db", "index.db-wal", "index.db-shm"] {
+            let _ = std::fs::remove_file(self.dir.path().join(f));
+        }
+    }
+}
+
+/// Whether this run is the PostgreSQL + S3 one.
+pub fn postgres_s3() -> bool {
+    match std::env::var("AINA_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("sqlite-file") => false,
+        Ok("postgres-s3") => true,
+        Ok(other) => panic!("AINA_TEST_BACKEND={other}: expected sqlite-file or postgres-s3"),
+    }
+}
 
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`
@@ -18,8 +121,10 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT/dicomweb`
     pub dicomweb: String,
     pub client: reqwest::Client,
-    /// The data directory, removed when the server is dropped.
-    dir: tempfile::TempDir,
+    /// Index and objects, removed when the last server on them is dropped.
+    _backend: Arc<Backend>,
+    /// This node's own data directory, when it is not the backend's.
+    _node_dir: Option<tempfile::TempDir>,
     pub server: Server,
 }
 
@@ -34,6 +139,40 @@ pub async fn start() -> TestServer {
 }
 
 pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
+    let backend = Arc::new(Backend::new().await);
+    launch(backend, None, adjust).await
+}
+
+/// A server on an archive a test prepared (with the command-line tools, say).
+pub async fn start_on(backend: Arc<Backend>) -> TestServer {
+    launch(backend, None, |_| {}).await
+}
+
+/// Another node on a shared index and object store, with a data directory of
+/// its own (nothing a node keeps locally may be needed by another).
+pub async fn start_node(backend: Arc<Backend>) -> TestServer {
+    start_node_with(backend, |_| {}).await
+}
+
+/// [`start_node`] with settings adjusted.
+pub async fn start_node_with(
+    backend: Arc<Backend>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    launch(backend, Some(dir), |s| {
+        s.data = Some(path);
+        adjust(s);
+    })
+    .await
+}
+
+async fn launch(
+    backend: Arc<Backend>,
+    node_dir: Option<tempfile::TempDir>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestServer {
     // Server logs go with the test's output (shown when it fails).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -41,13 +180,12 @@ pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
         )
         .with_test_writer()
         .try_init();
-    let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
         http: Some("127.0.0.1:0".parse().unwrap()),
         dicom: Some("127.0.0.1:0".parse().unwrap()),
-        data: Some(dir.path().to_path_buf()),
         ..Default::default()
     };
+    backend.apply(&mut settings);
     adjust(&mut settings);
     let config = settings.resolve().unwrap();
     let state = AppState::open(config).await.unwrap();
@@ -57,7 +195,8 @@ pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> TestServer {
         dicomweb: format!("{root}/dicomweb"),
         root,
         client: reqwest::Client::new(),
-        dir,
+        _backend: backend,
+        _node_dir: node_dir,
         server,
     }
 }
@@ -163,9 +302,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 impl TestServer {
-    /// The server's data directory (objects under `objects/`).
-    pub fn data_dir(&self) -> &std::path::Path {
-        self.dir.path()
+    /// The server's object store.
+    pub fn store(&self) -> &Store {
+        &self.server.state.store
     }
 
     /// STOW-RS to /studies; returns the status and the DICOM JSON response.

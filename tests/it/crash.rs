@@ -14,17 +14,10 @@ use reqwest::StatusCode;
 use crate::common::*;
 
 /// Starts `aina serve` on a free port; returns the child and its HTTP root.
-pub fn spawn_server(data: &std::path::Path) -> (Child, String) {
+pub fn spawn_server(backend: &Backend) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aina"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--dicom",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(data)
+        .args(["serve", "--http", "127.0.0.1:0", "--dicom", "127.0.0.1:0"])
+        .args(backend.args())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
@@ -63,8 +56,8 @@ pub fn renamed(bytes: &[u8], n: usize) -> (String, Vec<u8>) {
 
 #[test]
 fn sigkill_mid_stow_loses_nothing_acknowledged() {
-    let data = tempfile::tempdir().unwrap();
-    let (mut child, root) = spawn_server(data.path());
+    let backend = Backend::new_blocking();
+    let (mut child, root) = spawn_server(&backend);
     let template = sample().iter().find(|g| g.modality == "MG").unwrap();
     let (study, series) = (
         template.study_instance_uid.clone(),
@@ -125,7 +118,7 @@ fn sigkill_mid_stow_loses_nothing_acknowledged() {
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() >= 48);
 
-    let (mut child, root) = spawn_server(data.path());
+    let (mut child, root) = spawn_server(&backend);
     rt.block_on(async {
         let client = reqwest::Client::new();
         for (uid, sha) in &acknowledged {
@@ -145,7 +138,7 @@ fn sigkill_mid_stow_loses_nothing_acknowledged() {
             assert_eq!(&sha256(&parts[0].1), sha, "{uid}");
         }
     });
-    let (code, out) = crate::cli::aina(data.path(), &["verify"]);
+    let (code, out) = crate::cli::aina(&backend, &["verify"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0 missing, 0 damaged"), "{out}");
     child.kill().unwrap();

@@ -84,8 +84,8 @@ fn vm_hwm_kb(pid: u32) -> u64 {
 
 #[test]
 fn two_gigabyte_stow_is_streamed_with_bounded_memory() {
-    let data = tempfile::tempdir().unwrap();
-    let (mut child, root) = spawn_server(data.path());
+    let backend = Backend::new_blocking();
+    let (mut child, root) = spawn_server(&backend);
     let template = template();
     let size = template.len();
     let total = size * INSTANCES;

@@ -7,6 +7,7 @@ mod crash;
 mod dimse;
 mod interop;
 mod large;
+mod nodes;
 mod qido;
 mod render;
 mod stow;

@@ -68,22 +68,19 @@ fn mammograms() -> Vec<&'static aina_sample::Generated> {
 }
 
 /// Waits until the background work has stored the instance's thumbnail.
-async fn wait_for_thumbnail(srv: &TestServer, sha256: &str) -> std::path::PathBuf {
-    let path = srv
-        .data_dir()
-        .join("objects/derived")
-        .join(sha256)
-        .join("thumbnail.jpg");
+async fn wait_for_thumbnail(srv: &TestServer, sha256: &str) {
+    let key = format!("derived/{sha256}/thumbnail.jpg");
     let start = Instant::now();
-    while !path.exists() {
+    loop {
+        if srv.store().get(&key).await.is_ok() {
+            return;
+        }
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "no thumbnail made in the background at {}",
-            path.display()
+            "no thumbnail made in the background at {key}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    path
 }
 
 #[tokio::test]
@@ -216,12 +213,12 @@ async fn thumbnails_and_previews_are_made_once_in_the_background() {
     let views: Vec<&[u8]> = mg.iter().take(4).map(|g| g.bytes.as_slice()).collect();
     assert_eq!(srv.stow(&views).await.0, StatusCode::OK);
     for g in mg.iter().take(4) {
-        let thumb = wait_for_thumbnail(&srv, &sha256(&g.bytes)).await;
-        let preview = thumb.with_file_name("preview-1.bin");
-        assert!(preview.exists(), "{}", preview.display());
+        let sha = sha256(&g.bytes);
+        wait_for_thumbnail(&srv, &sha).await;
+        let preview = format!("derived/{sha}/preview-1.bin");
         // The preview is smaller than the original (at this small scale it has
         // every pixel; the benchmark reports full-size ratios).
-        let preview_len = std::fs::metadata(&preview).unwrap().len();
+        let preview_len = srv.store().size(&preview).await.expect(&preview);
         assert!(
             preview_len < g.bytes.len() as u64,
             "{preview_len} vs {}",
@@ -236,15 +233,13 @@ async fn thumbnails_and_previews_are_made_once_in_the_background() {
     let (w, h) = img.dimensions();
     assert!(w.max(h) <= 256 && w.max(h) >= 16, "{w}x{h}");
     // It is the stored object, byte for byte: nothing is decoded to serve it.
-    let rep = mg.iter().take(4).find(|g| {
-        std::fs::read(
-            srv.data_dir()
-                .join("objects/derived")
-                .join(sha256(&g.bytes))
-                .join("thumbnail.jpg"),
-        )
-        .is_ok_and(|t| t == study_thumb)
-    });
+    let mut rep = None;
+    for g in mg.iter().take(4) {
+        let key = format!("derived/{}/thumbnail.jpg", sha256(&g.bytes));
+        if srv.store().get(&key).await.is_ok_and(|t| t == study_thumb) {
+            rep = Some(g);
+        }
+    }
     assert!(
         rep.is_some(),
         "study thumbnail is one instance's stored thumbnail"

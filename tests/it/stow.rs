@@ -432,3 +432,50 @@ fn replace_once(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out[at..at + to.len()].copy_from_slice(to);
     out
 }
+
+/// A NUL inside a text value (no DICOM repertoire has it; some writers pad
+/// badly) is stored and searchable the same on every index backend: PostgreSQL
+/// refuses NUL in text, so the search columns drop it; the original bytes and
+/// their DICOM JSON are kept as sent.
+#[tokio::test]
+async fn nul_inside_a_text_value_is_stored_and_searchable() {
+    let srv = start().await;
+    let g = &sample()[0];
+    let bytes = edit(&g.bytes, |o| {
+        o.put(DataElement::new(
+            tags::PATIENT_ID,
+            VR::LO,
+            PrimitiveValue::from("NUL\0ID"),
+        ));
+        o.put(DataElement::new(
+            tags::STUDY_DESCRIPTION,
+            VR::LO,
+            PrimitiveValue::from("Chest\0PA"),
+        ));
+    });
+    let (status, resp) = srv.stow(&[&bytes]).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let rows = srv.qido("/studies?PatientID=NULID").await;
+    assert_eq!(rows.len(), 1);
+    let rows = srv.qido("/studies?StudyDescription=ChestPA").await;
+    assert_eq!(rows.len(), 1);
+    let path = format!(
+        "/studies/{}/series/{}/instances/{}",
+        g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
+    );
+    assert_eq!(
+        sha256(&srv.retrieve_original(&path).await[0]),
+        sha256(&bytes)
+    );
+
+    // In a UID it makes the UID invalid rather than another UID.
+    let bad = edit(&sample()[1].bytes, |o| {
+        o.put(DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2\u{0}.3"),
+        ));
+    });
+    let (status, resp) = srv.stow(&[&bad]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{resp}");
+}
