@@ -5,7 +5,6 @@ use std::process::Command;
 
 use bytes::Bytes;
 
-
 use crate::common::*;
 
 /// Runs the `aina` binary on the backend's archive.
