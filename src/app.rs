@@ -60,18 +60,40 @@ pub async fn open_index(url: &str) -> anyhow::Result<Arc<dyn Index>> {
     )
 }
 
-/// A URL with its password replaced, for messages and logs.
+/// A database URL with any password replaced by `***` (in the user info, which
+/// may itself contain `@`, or as a `password=` parameter), for messages and logs.
 pub fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (location, query) = match rest.split_once('?') {
+        Some((l, q)) => (l, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match location.find('/') {
+        Some(i) => location.split_at(i),
+        None => (location, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
         },
-        None => url.to_owned(),
+        None => authority.to_owned(),
+    };
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 impl AppState {
@@ -80,8 +102,16 @@ impl AppState {
         std::fs::create_dir_all(&config.data)
             .with_context(|| format!("creating data directory {}", config.data.display()))?;
         let index = open_index(&config.database).await?;
-        let store = Store::open(&config.storage)
-            .with_context(|| format!("opening storage {}", config.storage))?;
+        let store = Store::open(&config.storage).with_context(|| {
+            // The query is left out: only its names are ever shown (see store).
+            let url = config.storage.split('?').next().unwrap_or_default();
+            format!("opening storage {url}")
+        })?;
+        tracing::info!(
+            index = redact_url(&config.database),
+            storage = ?store,
+            "archive opened"
+        );
         Ok(Self {
             ingest: Ingest::new(
                 store.clone(),
@@ -185,4 +215,33 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        for (url, shown) in [
+            (
+                "postgres://aina:s3cr@t@db.local:5432/aina",
+                "postgres://aina:***@db.local:5432/aina",
+            ),
+            (
+                "postgres://aina@db.local/aina",
+                "postgres://aina@db.local/aina",
+            ),
+            (
+                "postgres://db.local/aina?user=aina&password=s3cr3t&sslmode=require",
+                "postgres://db.local/aina?user=aina&password=***&sslmode=require",
+            ),
+            (
+                "sqlite:///var/lib/aina/index.db",
+                "sqlite:///var/lib/aina/index.db",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
 }

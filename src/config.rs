@@ -37,7 +37,12 @@ pub struct Settings {
     #[arg(long = "data", env = "AINA_DATA_DIR", value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Index database URL (default: `sqlite://DATA/index.db`).
-    #[arg(long = "database", env = "AINA_DATABASE_URL", value_name = "URL")]
+    #[arg(
+        long = "database",
+        env = "AINA_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database: Option<String>,
     /// Object storage URL (default: `file://DATA/objects`).
     #[arg(long = "storage", env = "AINA_STORAGE_URL", value_name = "URL")]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::OpenFileOptions;
-use futures::{Stream, StreamExt, TryFutureExt, TryStreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryFutureExt, TryStreamExt};
 
 use crate::index::{Index, IndexError, Scope, StoredInstance};
 use crate::store::container::{ContainerError, ContainerIndex};
@@ -323,8 +323,9 @@ use crate::store::container;
 /// [`READ_AHEAD_INSTANCES`] items being read at once. Each body is read in its
 /// own task (so it progresses while the caller is busy sending the one before)
 /// and at most a chunk ahead of its consumer, so memory stays a few chunks per
-/// item, however large the instances. Dropping a body, or the stream, stops its
-/// read.
+/// item (for originals, a few 8 MiB batches however large the instance; a
+/// decompressed instance is one chunk, so up to four decoded instances are held).
+/// Dropping a body, or the stream, stops its read.
 pub fn read_ahead<T, S>(
     items: impl IntoIterator<Item = T, IntoIter: Send + 'static>,
     mut open: impl FnMut(&T) -> S + Send + 'static,
@@ -347,7 +348,10 @@ where
 /// A body being read by its own task, a chunk ahead (see [`read_ahead`]).
 pub struct ReadAhead<T> {
     chunks: futures::channel::mpsc::Receiver<T>,
-    task: tokio::task::AbortHandle,
+    /// Polled once the chunks end: a reading task that panicked must not look
+    /// like a body that ended (a truncated file sent as complete), so its
+    /// panic is resumed in the consumer, as if the body had been read inline.
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl<T: Send + 'static> ReadAhead<T> {
@@ -364,10 +368,7 @@ impl<T: Send + 'static> ReadAhead<T> {
                 }
             }
         });
-        Self {
-            chunks,
-            task: task.abort_handle(),
-        }
+        Self { chunks, task }
     }
 }
 
@@ -378,7 +379,15 @@ impl<T> Stream for ReadAhead<T> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<T>> {
-        self.chunks.poll_next_unpin(cx)
+        use std::task::Poll;
+        match self.chunks.poll_next_unpin(cx) {
+            Poll::Ready(None) => match self.task.poll_unpin(cx) {
+                Poll::Ready(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Poll::Ready(_) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
     }
 }
 
@@ -483,6 +492,25 @@ mod tests {
         }
         let expected: Vec<_> = (1..10u64).map(|i| (i, vec![i * 10, i * 10 + 1])).collect();
         assert_eq!(rest, expected);
+    }
+
+    /// A reading task that panics is not a body that ended: the consumer sees
+    /// the panic, never a silently truncated file.
+    #[tokio::test]
+    async fn a_panicking_read_is_not_a_short_body() {
+        let bodies = read_ahead([1u8], |_| {
+            futures::stream::iter([1u8, 2]).map(|chunk| {
+                assert!(chunk < 2, "decoder bug");
+                chunk
+            })
+        });
+        let consumer = tokio::spawn(async move {
+            let mut bodies = std::pin::pin!(bodies);
+            let (_, body) = bodies.next().await.unwrap();
+            body.collect::<Vec<_>>().await
+        });
+        let err = consumer.await.unwrap_err();
+        assert!(err.is_panic());
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //!
 //! The rows are copied as they are, table by table, with their timestamps,
 //! counts, superseded versions and instance ids, so nothing is re-read from
-//! the objects and nothing is recomputed. The whole copy is one transaction on
-//! the target: an interrupted migration leaves the target empty, and the source
-//! is only read.
+//! the objects and nothing is recomputed. The source is read in one snapshot
+//! (its rows are not changed; opening it applies any pending migration, as
+//! `aina serve` would), and the whole copy is one transaction on the target: an
+//! interrupted migration leaves the target empty.
 
 use futures::TryStreamExt;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type};
@@ -188,7 +189,7 @@ pub async fn copy_index<S, T>(
 ) -> Result<CopyReport, IndexError>
 where
     S: Dialect,
-    for<'c> &'c Pool<S>: Executor<'c, Database = S>,
+    for<'c> &'c mut S::Connection: Executor<'c, Database = S>,
     String: for<'r> Decode<'r, S> + Type<S>,
     Option<String>: for<'r> Decode<'r, S> + Type<S>,
     Option<i64>: for<'r> Decode<'r, S> + Type<S>,
@@ -219,6 +220,7 @@ where
         )));
     }
 
+    let mut source = S::begin_snapshot(&from.reader).await?;
     let mut tx = T::begin_write(&to.writer).await?;
     let mut report = CopyReport::default();
     for table in TABLES {
@@ -229,7 +231,7 @@ where
             table.name,
             table.order
         );
-        let mut rows = sqlx::query(sqlx::AssertSqlSafe(select)).fetch(&from.reader);
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(select)).fetch(&mut *source);
         let mut batch: Vec<Vec<Value>> = Vec::with_capacity(BATCH_ROWS);
         let mut copied = 0u64;
         loop {
@@ -280,6 +282,7 @@ where
     }
     T::after_copy(&mut tx).await?;
     tx.commit().await?;
+    source.rollback().await?;
     Ok(report)
 }
 
@@ -422,24 +425,41 @@ mod tests {
         pg.close().await;
     }
 
-    /// The column lists here are those of the schema: a column added by a later
-    /// migration and forgotten here would be lost in a migration.
+    /// The column lists here are those of both schemas: a column added by a
+    /// later migration and forgotten here would be lost in a migration.
     #[tokio::test]
     async fn columns_match_the_schema() {
-        let index = SqliteIndex::open("sqlite::memory:").await.unwrap();
-        for table in TABLES {
-            let actual: BTreeSet<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT name FROM pragma_table_info('{}')",
-                table.name
-            )))
-            .fetch_all(&index.reader)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+        let check = |table: &super::Table, actual: Vec<String>| {
+            let actual: BTreeSet<String> = actual.into_iter().collect();
             let listed: BTreeSet<String> =
                 table.columns.iter().map(|(c, _)| (*c).to_owned()).collect();
             assert_eq!(actual, listed, "columns of {}", table.name);
+        };
+        let sqlite = SqliteIndex::open("sqlite::memory:").await.unwrap();
+        for table in TABLES {
+            let actual = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT name FROM pragma_table_info('{}')",
+                table.name
+            )))
+            .fetch_all(&sqlite.reader)
+            .await
+            .unwrap();
+            check(table, actual);
         }
+        let Some(db) = TestDatabase::create("index migration columns").await else {
+            return;
+        };
+        let pg = PgIndex::open(db.url()).await.unwrap();
+        for table in TABLES {
+            let actual = sqlx::query_scalar(
+                "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1",
+            )
+            .bind(table.name)
+            .fetch_all(&pg.reader)
+            .await
+            .unwrap();
+            check(table, actual);
+        }
+        pg.close().await;
     }
 }

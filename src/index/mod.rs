@@ -183,7 +183,7 @@ pub trait Index: Send + Sync + 'static {
         policy: ConflictPolicy,
     ) -> Result<InsertOutcome, IndexError>;
 
-    /// Inserts many instances in one transaction (`aina reindex`, bulk loads):
+    /// Inserts many instances in one transaction (bulk loads, benchmarks):
     /// the outcomes in order. A failure rolls the whole batch back.
     async fn insert_instances(
         &self,

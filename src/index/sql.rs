@@ -35,10 +35,19 @@ pub trait Dialect: Database {
         pool: &Pool<Self>,
     ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
 
+    /// Starts a read-only transaction that sees one snapshot throughout
+    /// (`migrate` reads three tables that must agree).
+    fn begin_snapshot(
+        pool: &Pool<Self>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
+
     /// Makes concurrent writers of the same keys (a SOP Instance UID, a study)
     /// wait for each other until the transaction ends, so counts recomputed in
     /// it see every committed row and one SOP Instance UID is decided once.
-    /// Keys are taken in the order given; callers give them in one fixed order.
+    /// Keys are taken in the order given: SOP Instance UID, series, study. A
+    /// second study taken later (an instance moving between studies) can
+    /// deadlock with a writer moving the other way; the database breaks the
+    /// deadlock and [`Dialect::retryable`] runs the loser again.
     fn lock<'t>(
         tx: &'t mut Transaction<'static, Self>,
         keys: &'t [String],
@@ -157,6 +166,9 @@ where
             tx,
             &[
                 format!("sop:{}", record.sop_instance_uid),
+                // The series lock makes the "series belongs to one study" check
+                // below see any writer creating the series under another study.
+                format!("series:{}", record.series_instance_uid),
                 format!("study:{}", record.study_instance_uid),
             ],
         )

@@ -88,6 +88,13 @@ impl Dialect for Sqlite {
         pool.begin_with("BEGIN IMMEDIATE").await
     }
 
+    /// In WAL mode a read transaction sees the database as of its first read.
+    async fn begin_snapshot(
+        pool: &SqlitePool,
+    ) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        pool.begin().await
+    }
+
     /// Nothing to do: `BEGIN IMMEDIATE` on the one writer connection already
     /// serialises every write transaction, within and across processes.
     async fn lock(

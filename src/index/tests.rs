@@ -1107,6 +1107,17 @@ mod postgres {
         super::ins(&index, super::rec("1", "1.1", "1.1.1")).await;
         let second = PgIndex::open(db.url()).await.unwrap();
         assert_eq!(second.objects(None, 10).await.unwrap().len(), 1);
+        // The session settings reach every connection.
+        let settings: (String, String) = sqlx::query_as(
+            "SELECT current_setting('plan_cache_mode'), current_setting('lock_timeout')",
+        )
+        .fetch_one(&second.reader)
+        .await
+        .unwrap();
+        assert_eq!(
+            settings,
+            ("force_custom_plan".to_owned(), "1min".to_owned())
+        );
         index.close().await;
         second.close().await;
     }

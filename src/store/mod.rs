@@ -92,8 +92,9 @@ pub struct Store {
     /// What the store is, for errors and `Debug`: the storage URL without its
     /// query, or the wrapped store's name.
     name: String,
-    /// Whether large payloads go up as multipart uploads (S3). Local files keep
-    /// one fsynced write: it is atomic there, and no faster in parts.
+    /// Whether this is S3: large payloads go up as multipart uploads and single
+    /// writes overwrite (see [`Store::put`]). Local files keep one fsynced,
+    /// create-only write: it is atomic there, and no faster in parts.
     multipart: bool,
 }
 
@@ -340,8 +341,18 @@ impl Store {
                 source,
             });
         }
+        // Local files: create-only, so an existing object is not rewritten.
+        // S3: overwrite. The key names its content, so overwriting writes the
+        // same bytes; unlike a conditional create it is idempotent to the
+        // client, which retries it after a timeout or a dropped connection, and
+        // it needs no `If-None-Match` support from S3-compatible stores.
+        let mode = if self.multipart {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
         let opts = PutOptions {
-            mode: PutMode::Create,
+            mode,
             ..Default::default()
         };
         match self

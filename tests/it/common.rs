@@ -121,11 +121,13 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT/dicomweb`
     pub dicomweb: String,
     pub client: reqwest::Client,
+    /// Declared first so it is dropped first: the index and objects below are
+    /// removed after the server that uses them.
+    pub server: Server,
     /// Index and objects, removed when the last server on them is dropped.
     _backend: Arc<Backend>,
     /// This node's own data directory, when it is not the backend's.
     _node_dir: Option<tempfile::TempDir>,
-    pub server: Server,
 }
 
 impl Drop for TestServer {
