@@ -152,6 +152,16 @@ impl Server {
     pub async fn start(mut state: AppState) -> anyhow::Result<Self> {
         // Previews and thumbnails of what is stored from now on are made in the
         // background, after the acknowledgement.
+        state.config.check_exposure()?;
+        if state.config.insecure && !state.config.http.ip().is_loopback() {
+            tracing::warn!(
+                http = %state.config.http,
+                "--insecure: HTTP listens beyond loopback without authentication; \
+                 anyone who reaches this address can read and write every study"
+            );
+        } else {
+            tracing::info!("no user authentication: HTTP listens on loopback only");
+        }
         state.ingest = state.ingest.with_derive_queue(state.render.spawn_worker());
         let listener = TcpListener::bind(state.config.http)
             .await

@@ -125,6 +125,19 @@ pub struct Settings {
         value_name = "MIB"
     )]
     pub render_cache_mb: Option<u64>,
+    /// Listen for HTTP beyond loopback although Aina has no user authentication
+    /// yet (anyone who reaches the address can read and write every study);
+    /// for nodes behind an authenticating proxy, with a firewall. A DICOM
+    /// listener beyond loopback needs `--dicom-allowed-caller` instead.
+    #[arg(
+        long = "insecure",
+        env = "AINA_INSECURE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub insecure: Option<bool>,
 }
 
 /// [`ConflictPolicy`] as a command-line value.
@@ -187,6 +200,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Bytes of the render cache.
     pub render_cache_bytes: u64,
+    /// HTTP may listen beyond loopback without authentication.
+    pub insecure: bool,
 }
 
 impl Settings {
@@ -214,6 +229,7 @@ impl Settings {
             max_instance_bytes,
             public_url,
             render_cache_mb,
+            insecure,
             dicom_max_pdu,
             dicom_max_associations,
             dicom_idle_timeout_secs,
@@ -301,7 +317,36 @@ impl Settings {
             max_instance_bytes: self.max_instance_bytes.unwrap_or(4 << 30),
             public_url: self.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             render_cache_bytes: self.render_cache_mb.unwrap_or(256).saturating_mul(1 << 20),
+            insecure: self.insecure.unwrap_or(false),
         })
+    }
+}
+
+impl Config {
+    /// Refuses listeners that would expose patient data to anyone who can reach
+    /// them. Aina has no user authentication yet, so HTTP beyond loopback needs
+    /// `--insecure` (said loudly at start-up); DICOM beyond loopback needs an
+    /// allow-list of calling AE titles (`--dicom-allowed-caller`, which may
+    /// also name address ranges), DICOM's own access control.
+    pub fn check_exposure(&self) -> anyhow::Result<()> {
+        if !self.http.ip().is_loopback() && !self.insecure {
+            bail!(
+                "refusing to listen for HTTP on {} without authentication: anyone who can \
+                 reach it could read and write every study. Listen on 127.0.0.1 (behind an \
+                 authenticating proxy), or pass --insecure (AINA_INSECURE=true) if a \
+                 firewall lets only trusted hosts reach this address",
+                self.http
+            );
+        }
+        if !self.dicom.ip().is_loopback() && self.dicom_allowed_callers.is_empty() {
+            bail!(
+                "refusing to listen for DICOM on {} with no allowed callers: any device could \
+                 store, find and retrieve studies. Name the calling AE titles (and their \
+                 networks) with --dicom-allowed-caller AET@CIDR, or listen on 127.0.0.1",
+                self.dicom
+            );
+        }
+        Ok(())
     }
 }
 
@@ -513,6 +558,42 @@ mod tests {
     struct CliSettings {
         #[command(flatten)]
         settings: Settings,
+    }
+
+    #[test]
+    fn exposed_listeners_need_a_decision() {
+        let resolve = |f: fn(&mut Settings)| {
+            let mut s = Settings::default();
+            f(&mut s);
+            s.resolve().unwrap().check_exposure()
+        };
+        assert!(resolve(|_| {}).is_ok(), "loopback defaults");
+        let err = resolve(|s| s.http = Some("0.0.0.0:8080".parse().unwrap())).unwrap_err();
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        assert!(
+            resolve(|s| {
+                s.http = Some("0.0.0.0:8080".parse().unwrap());
+                s.insecure = Some(true);
+            })
+            .is_ok()
+        );
+        let err = resolve(|s| s.dicom = Some("0.0.0.0:11112".parse().unwrap())).unwrap_err();
+        assert!(err.to_string().contains("--dicom-allowed-caller"), "{err}");
+        assert!(
+            resolve(|s| {
+                s.dicom = Some("[::]:11112".parse().unwrap());
+                s.dicom_allowed_caller = vec!["CR1@10.0.0.0/8".to_owned()];
+            })
+            .is_ok()
+        );
+        // --insecure is about HTTP; it does not open DICOM to any caller.
+        assert!(
+            resolve(|s| {
+                s.dicom = Some("0.0.0.0:11112".parse().unwrap());
+                s.insecure = Some(true);
+            })
+            .is_err()
+        );
     }
 
     #[test]

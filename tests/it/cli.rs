@@ -151,6 +151,22 @@ fn bad_configuration_is_refused_with_a_message() {
     let (code, out) = aina(&data, &["verify", "--storage", "file://relative/dir"]);
     assert_ne!(code, 0);
     assert!(out.contains("storage"), "{out}");
+    // No authentication yet: listening beyond loopback is refused unless asked for.
+    let (code, out) = aina(
+        &data,
+        &["serve", "--http", "0.0.0.0:0", "--dicom", "127.0.0.1:0"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("without authentication") && out.contains("--insecure"),
+        "{out}"
+    );
+    let (code, out) = aina(
+        &data,
+        &["serve", "--http", "127.0.0.1:0", "--dicom", "0.0.0.0:0"],
+    );
+    assert_ne!(code, 0);
+    assert!(out.contains("--dicom-allowed-caller"), "{out}");
 }
 
 /// `aina migrate-index` moves an embedded archive's index to PostgreSQL: the
@@ -214,4 +230,19 @@ fn migrate_index_to_postgres() {
             "Kazakh name prefix search on the migrated index"
         );
     });
+}
+
+/// `--insecure` is the deliberate way to listen beyond loopback (a node behind a
+/// proxy): the server starts and answers on every address.
+#[tokio::test]
+async fn insecure_listens_beyond_loopback() {
+    let srv = start_with(|s| {
+        s.http = Some("0.0.0.0:0".parse().unwrap());
+        s.insecure = Some(true);
+    })
+    .await;
+    assert!(srv.server.http_addr.ip().is_unspecified());
+    let url = format!("http://127.0.0.1:{}/healthz", srv.server.http_addr.port());
+    let res = reqwest::get(url).await.unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
 }
