@@ -408,6 +408,28 @@ mod tests {
         assert_eq!(answers(&to).await, before);
     }
 
+    /// A source that is not there is an error naming it, never a new empty
+    /// index copied over; an unknown scheme is refused.
+    #[tokio::test]
+    async fn missing_source_or_unknown_url_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = format!("sqlite://{}/none.db", dir.path().display());
+        let to = format!("sqlite://{}/to.db", dir.path().display());
+        let err = super::migrate(&missing, &to, |_, _| {}).await.unwrap_err();
+        assert!(err.to_string().contains("no SQLite index at"), "{err}");
+        assert!(
+            !dir.path().join("none.db").exists(),
+            "the source was not created"
+        );
+        let err = super::migrate("mysql://x/y", &to, |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("sqlite:// or postgres://"),
+            "{err}"
+        );
+    }
+
     #[tokio::test]
     async fn sqlite_to_postgres_and_back() {
         let Some(db) = TestDatabase::create("index migration").await else {
