@@ -6,6 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::auth::accounts::Accounts;
+use crate::auth::audit::{Audit, AuditLog};
+use crate::auth::oidc::Verifier;
 use crate::config::Config;
 use crate::index::Index;
 use crate::index::postgres::PgIndex;
@@ -30,10 +33,33 @@ pub struct AppState {
     pub render: Render,
     /// The configuration the server was started with.
     pub config: Arc<Config>,
+    /// Users, API tokens, viewer sessions.
+    pub accounts: Arc<dyn Accounts>,
+    /// The audit log as stored (searches).
+    pub audit_log: Arc<dyn AuditLog>,
+    /// Where every access to patient data is recorded.
+    pub audit: Audit,
+    /// OIDC bearer token checks, when an issuer is configured.
+    pub oidc: Option<Arc<Verifier>>,
+    /// Failed logins lately, by user name and by source address.
+    pub login_failures: crate::http::auth::LoginFailures,
+}
+
+/// The databases behind one index URL: the same SQL database holds the
+/// metadata index, the accounts and the audit log.
+pub struct Databases {
+    pub index: Arc<dyn Index>,
+    pub accounts: Arc<dyn Accounts>,
+    pub audit_log: Arc<dyn AuditLog>,
 }
 
 /// Opens the index named by a database URL.
 pub async fn open_index(url: &str) -> anyhow::Result<Arc<dyn Index>> {
+    Ok(open_database(url).await?.index)
+}
+
+/// Opens the database named by a URL, applying pending migrations.
+pub async fn open_database(url: &str) -> anyhow::Result<Databases> {
     if url.starts_with("sqlite:") {
         if let Some(path) = url.strip_prefix("sqlite://")
             && let Some(parent) =
@@ -43,16 +69,28 @@ pub async fn open_index(url: &str) -> anyhow::Result<Arc<dyn Index>> {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let index = SqliteIndex::open(url)
-            .await
-            .with_context(|| format!("opening index {url}"))?;
-        return Ok(Arc::new(index));
+        let index = Arc::new(
+            SqliteIndex::open(url)
+                .await
+                .with_context(|| format!("opening index {url}"))?,
+        );
+        return Ok(Databases {
+            index: index.clone(),
+            accounts: index.clone(),
+            audit_log: index,
+        });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let index = PgIndex::open(url)
-            .await
-            .with_context(|| format!("opening index {}", redact_url(url)))?;
-        return Ok(Arc::new(index));
+        let index = Arc::new(
+            PgIndex::open(url)
+                .await
+                .with_context(|| format!("opening index {}", redact_url(url)))?,
+        );
+        return Ok(Databases {
+            index: index.clone(),
+            accounts: index.clone(),
+            audit_log: index,
+        });
     }
     anyhow::bail!(
         "unsupported database URL {:?} (expected sqlite://PATH or postgres://USER@HOST/DB)",
@@ -101,7 +139,11 @@ impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data)
             .with_context(|| format!("creating data directory {}", config.data.display()))?;
-        let index = open_index(&config.database).await?;
+        let Databases {
+            index,
+            accounts,
+            audit_log,
+        } = open_database(&config.database).await?;
         let store = Store::open(&config.storage).with_context(|| {
             // The query is left out: only its names are ever shown (see store).
             let url = config.storage.split('?').next().unwrap_or_default();
@@ -112,6 +154,15 @@ impl AppState {
             storage = ?store,
             "archive opened"
         );
+        let oidc = match &config.oidc {
+            Some(oidc) => {
+                Some(Arc::new(Verifier::new(oidc).with_context(|| {
+                    format!("setting up OIDC for issuer {}", oidc.issuer)
+                })?))
+            }
+            None => None,
+        };
+        let audit = Audit::start(audit_log.clone(), &config)?;
         Ok(Self {
             ingest: Ingest::new(
                 store.clone(),
@@ -131,6 +182,11 @@ impl AppState {
             index,
             store,
             config: Arc::new(config),
+            accounts,
+            audit_log,
+            audit,
+            oidc,
+            login_failures: crate::http::auth::LoginFailures::default(),
         })
     }
 }
@@ -153,14 +209,28 @@ impl Server {
         // Previews and thumbnails of what is stored from now on are made in the
         // background, after the acknowledgement.
         state.config.check_exposure()?;
-        if state.config.insecure && !state.config.http.ip().is_loopback() {
+        let config = &state.config;
+        if config.auth {
+            tracing::info!(
+                oidc = config.oidc.is_some(),
+                https = config.tls.is_some(),
+                "authentication required on HTTP"
+            );
+            if config.tls.is_none() && !config.http.ip().is_loopback() {
+                tracing::warn!(
+                    http = %config.http,
+                    "passwords and tokens cross the network in clear text: serve HTTPS \
+                     (--tls-cert, --tls-key) or put a TLS proxy in front"
+                );
+            }
+        } else if config.insecure && !config.http.ip().is_loopback() {
             tracing::warn!(
-                http = %state.config.http,
+                http = %config.http,
                 "--insecure: HTTP listens beyond loopback without authentication; \
                  anyone who reaches this address can read and write every study"
             );
         } else {
-            tracing::info!("no user authentication: HTTP listens on loopback only");
+            tracing::info!("no user authentication (--auth off): HTTP listens on loopback only");
         }
         state.ingest = state.ingest.with_derive_queue(state.render.spawn_worker());
         let listener = TcpListener::bind(state.config.http)

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::auth::Role;
 use crate::index::ConflictPolicy;
 
 /// What a user may set, from flags and variables (clap) or a TOML file (serde).
@@ -55,13 +56,15 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub dicom_peer: Vec<String>,
-    /// Calling AE titles allowed to associate, AET or AET@CIDR (repeatable). When
-    /// any is given, only these and the `--dicom-peer` AE titles may associate;
-    /// when none is, any calling AE title may (default).
+    /// Calling AE titles allowed to associate, AET[@CIDR][:ROLE] (repeatable).
+    /// When any is given, only these and the `--dicom-peer` AE titles may
+    /// associate; when none is, any calling AE title may (default). ROLE is
+    /// `ingest` (C-STORE and C-ECHO only) or `reader` (the default: also
+    /// C-FIND, C-MOVE, C-GET).
     #[arg(
         long = "dicom-allowed-caller",
         env = "AINA_DICOM_ALLOWED_CALLERS",
-        value_name = "AET[@CIDR]",
+        value_name = "AET[@CIDR][:ROLE]",
         value_delimiter = ','
     )]
     pub dicom_allowed_caller: Vec<String>,
@@ -138,6 +141,82 @@ pub struct Settings {
         value_name = "BOOL"
     )]
     pub insecure: Option<bool>,
+    /// Require authentication on every HTTP route but health checks and the
+    /// login page: viewer sessions, API tokens, OIDC bearer tokens
+    /// (default: false, and then HTTP stays on loopback unless --insecure).
+    #[arg(
+        long = "auth",
+        env = "AINA_AUTH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub auth: Option<bool>,
+    /// Hours a viewer session lasts after login, 1 to 720 (default: 12).
+    #[arg(
+        long = "session-hours",
+        env = "AINA_SESSION_HOURS",
+        value_name = "HOURS"
+    )]
+    pub session_hours: Option<u64>,
+    /// OIDC issuer whose bearer tokens are accepted (the `iss` claim, exactly).
+    #[arg(long = "oidc-issuer", env = "AINA_OIDC_ISSUER", value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// OIDC audience tokens must be issued for (the `aud` claim).
+    #[arg(long = "oidc-audience", env = "AINA_OIDC_AUDIENCE", value_name = "AUD")]
+    pub oidc_audience: Option<String>,
+    /// The issuer's signing keys: a JWKS file path or an https:// URL.
+    #[arg(long = "oidc-jwks", env = "AINA_OIDC_JWKS", value_name = "FILE|URL")]
+    pub oidc_jwks: Option<String>,
+    /// Claim holding the Aina role name(s), a string or a list (default: roles).
+    #[arg(
+        long = "oidc-role-claim",
+        env = "AINA_OIDC_ROLE_CLAIM",
+        value_name = "CLAIM"
+    )]
+    pub oidc_role_claim: Option<String>,
+    /// Claim naming the user in the audit log (default: preferred_username,
+    /// then sub).
+    #[arg(
+        long = "oidc-name-claim",
+        env = "AINA_OIDC_NAME_CLAIM",
+        value_name = "CLAIM"
+    )]
+    pub oidc_name_claim: Option<String>,
+    /// PEM certificate chain for HTTPS (with --tls-key); reloaded on SIGHUP.
+    /// Also the DICOM TLS certificate.
+    #[arg(long = "tls-cert", env = "AINA_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS and DICOM TLS.
+    #[arg(long = "tls-key", env = "AINA_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// DICOM TLS listen address (PS3.15 B.1; needs --tls-cert and --tls-key).
+    #[arg(long = "dicom-tls", env = "AINA_DICOM_TLS_ADDR", value_name = "ADDR")]
+    pub dicom_tls: Option<SocketAddr>,
+    /// CA certificates (PEM) that DICOM TLS callers must present a
+    /// certificate from; without it, callers are not asked for one.
+    #[arg(
+        long = "dicom-tls-client-ca",
+        env = "AINA_DICOM_TLS_CLIENT_CA",
+        value_name = "FILE"
+    )]
+    pub dicom_tls_client_ca: Option<PathBuf>,
+    /// Reverse proxies (IP or CIDR, repeatable) whose `X-Forwarded-For` names
+    /// the client in the audit log and the failed-login limits; from any other
+    /// peer the header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "AINA_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Vec<String>,
+    /// Where audit events are also sent as DICOM audit messages (PS3.15 A.5):
+    /// `file:///PATH` (one XML message per line) or `syslog+udp://HOST:PORT`
+    /// / `syslog+tcp://HOST:PORT` (RFC 5424).
+    #[arg(long = "audit-export", env = "AINA_AUDIT_EXPORT", value_name = "URL")]
+    pub audit_export: Option<String>,
 }
 
 /// [`ConflictPolicy`] as a command-line value.
@@ -172,6 +251,27 @@ pub struct DicomPeer {
 pub struct AllowedCaller {
     pub ae_title: String,
     pub network: Option<ipnet::IpNet>,
+    /// What the caller may do (default: reader, store and query/retrieve;
+    /// `ingest` for a modality that only stores).
+    pub role: Role,
+}
+
+/// OIDC bearer tokens accepted from one issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// A JWKS file path or an https:// URL.
+    pub jwks: String,
+    pub role_claim: String,
+    pub name_claim: String,
+}
+
+/// A certificate chain and its key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The validated configuration the server runs on.
@@ -202,6 +302,21 @@ pub struct Config {
     pub render_cache_bytes: u64,
     /// HTTP may listen beyond loopback without authentication.
     pub insecure: bool,
+    /// Authentication required on HTTP.
+    pub auth: bool,
+    /// How long a viewer session lasts.
+    pub session_lifetime: Duration,
+    pub oidc: Option<OidcConfig>,
+    /// HTTPS (and the DICOM TLS port's) certificate and key.
+    pub tls: Option<TlsFiles>,
+    /// DICOM TLS listen address.
+    pub dicom_tls: Option<SocketAddr>,
+    /// CA bundle DICOM TLS client certificates must chain to.
+    pub dicom_tls_client_ca: Option<PathBuf>,
+    /// `file://`, `syslog+udp://` or `syslog+tcp://` URL for DICOM audit messages.
+    pub audit_export: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Settings {
@@ -230,6 +345,18 @@ impl Settings {
             public_url,
             render_cache_mb,
             insecure,
+            auth,
+            session_hours,
+            oidc_issuer,
+            oidc_audience,
+            oidc_jwks,
+            oidc_role_claim,
+            oidc_name_claim,
+            tls_cert,
+            tls_key,
+            dicom_tls,
+            dicom_tls_client_ca,
+            audit_export,
             dicom_max_pdu,
             dicom_max_associations,
             dicom_idle_timeout_secs,
@@ -243,6 +370,9 @@ impl Settings {
         }
         if self.cors_origin.is_empty() {
             self.cors_origin = file.cors_origin;
+        }
+        if self.trusted_proxy.is_empty() {
+            self.trusted_proxy = file.trusted_proxy;
         }
         Ok(self)
     }
@@ -299,6 +429,41 @@ impl Settings {
         } else {
             self.cors_origin
         };
+        let session_hours = in_range("session-hours", self.session_hours, 12, 1..=720)?;
+        let oidc = match (self.oidc_issuer, self.oidc_audience, self.oidc_jwks) {
+            (None, None, None) => None,
+            (Some(issuer), Some(audience), Some(jwks)) => Some(OidcConfig {
+                issuer,
+                audience,
+                jwks,
+                role_claim: self.oidc_role_claim.unwrap_or_else(|| "roles".to_owned()),
+                name_claim: self
+                    .oidc_name_claim
+                    .unwrap_or_else(|| "preferred_username".to_owned()),
+            }),
+            _ => bail!("OIDC needs all of --oidc-issuer, --oidc-audience and --oidc-jwks"),
+        };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            _ => bail!("HTTPS needs both --tls-cert and --tls-key"),
+        };
+        if self.dicom_tls.is_some() && tls.is_none() {
+            bail!("--dicom-tls needs --tls-cert and --tls-key");
+        }
+        if self.dicom_tls_client_ca.is_some() && self.dicom_tls.is_none() {
+            bail!("--dicom-tls-client-ca needs --dicom-tls");
+        }
+        if let Some(url) = &self.audit_export
+            && !["file://", "syslog+udp://", "syslog+tcp://"]
+                .iter()
+                .any(|s| url.starts_with(s))
+        {
+            bail!(
+                "--audit-export {url:?}: expected file:///PATH, syslog+udp://HOST:PORT or \
+                 syslog+tcp://HOST:PORT"
+            );
+        }
         Ok(Config {
             http: self.http.unwrap_or(([127, 0, 0, 1], 8080).into()),
             dicom: self.dicom.unwrap_or(([127, 0, 0, 1], 11112).into()),
@@ -318,32 +483,51 @@ impl Settings {
             public_url: self.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             render_cache_bytes: self.render_cache_mb.unwrap_or(256).saturating_mul(1 << 20),
             insecure: self.insecure.unwrap_or(false),
+            auth: self.auth.unwrap_or(false),
+            session_lifetime: Duration::from_secs(session_hours * 3600),
+            oidc,
+            tls,
+            dicom_tls: self.dicom_tls,
+            dicom_tls_client_ca: self.dicom_tls_client_ca,
+            audit_export: self.audit_export,
+            trusted_proxies: self
+                .trusted_proxy
+                .iter()
+                .map(|p| parse_network(p).with_context(|| format!("trusted proxy {p:?}")))
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 }
 
 impl Config {
     /// Refuses listeners that would expose patient data to anyone who can reach
-    /// them. Aina has no user authentication yet, so HTTP beyond loopback needs
-    /// `--insecure` (said loudly at start-up); DICOM beyond loopback needs an
-    /// allow-list of calling AE titles (`--dicom-allowed-caller`, which may
-    /// also name address ranges), DICOM's own access control.
+    /// them. HTTP beyond loopback needs `--auth`, or `--insecure` (said loudly
+    /// at start-up); DICOM beyond loopback (plain or TLS) needs an allow-list
+    /// of calling AE titles (`--dicom-allowed-caller`, which may also name
+    /// address ranges), DICOM's own access control.
     pub fn check_exposure(&self) -> anyhow::Result<()> {
-        if !self.http.ip().is_loopback() && !self.insecure {
+        if !self.http.ip().is_loopback() && !self.auth && !self.insecure {
             bail!(
                 "refusing to listen for HTTP on {} without authentication: anyone who can \
-                 reach it could read and write every study. Listen on 127.0.0.1 (behind an \
-                 authenticating proxy), or pass --insecure (AINA_INSECURE=true) if a \
-                 firewall lets only trusted hosts reach this address",
+                 reach it could read and write every study. Turn authentication on with \
+                 --auth (AINA_AUTH=true), listen on 127.0.0.1 (behind an authenticating \
+                 proxy), or pass --insecure (AINA_INSECURE=true) if a firewall lets only \
+                 trusted hosts reach this address",
                 self.http
             );
         }
-        if !self.dicom.ip().is_loopback() && self.dicom_allowed_callers.is_empty() {
+        let dicom_exposed =
+            !self.dicom.ip().is_loopback() || self.dicom_tls.is_some_and(|a| !a.ip().is_loopback());
+        if dicom_exposed && self.dicom_allowed_callers.is_empty() {
             bail!(
                 "refusing to listen for DICOM on {} with no allowed callers: any device could \
                  store, find and retrieve studies. Name the calling AE titles (and their \
                  networks) with --dicom-allowed-caller AET@CIDR, or listen on 127.0.0.1",
-                self.dicom
+                if self.dicom.ip().is_loopback() {
+                    self.dicom_tls.unwrap_or(self.dicom)
+                } else {
+                    self.dicom
+                }
             );
         }
         Ok(())
@@ -398,18 +582,26 @@ fn parse_peer(s: &str) -> anyhow::Result<DicomPeer> {
     })
 }
 
+/// An IP range, or one address.
+fn parse_network(s: &str) -> anyhow::Result<ipnet::IpNet> {
+    match s.parse::<ipnet::IpNet>() {
+        Ok(n) => Ok(n),
+        Err(_) => Ok(ipnet::IpNet::from(s.parse::<std::net::IpAddr>()?)),
+    }
+}
+
 fn parse_allowed_caller(s: &str) -> anyhow::Result<AllowedCaller> {
+    // A role is the last `:` suffix when it names one (an IPv6 range has `:`s too).
+    let (s, role) = match s.rsplit_once(':') {
+        Some((rest, role)) if role.parse::<Role>().is_ok() => {
+            (rest, role.parse::<Role>().map_err(anyhow::Error::msg)?)
+        }
+        _ => (s, Role::Reader),
+    };
     let (aet, network) = match s.split_once('@') {
         Some((aet, net)) => {
-            let network = match net.parse::<ipnet::IpNet>() {
-                Ok(n) => n,
-                Err(_) => net
-                    .parse::<std::net::IpAddr>()
-                    .map(ipnet::IpNet::from)
-                    .with_context(|| {
-                        format!("allowed caller {s:?}: {net:?} is not an IP or CIDR")
-                    })?,
-            };
+            let network = parse_network(net)
+                .with_context(|| format!("allowed caller {s:?}: {net:?} is not an IP or CIDR"))?;
             (aet, Some(network))
         }
         None => (s, None),
@@ -420,6 +612,7 @@ fn parse_allowed_caller(s: &str) -> anyhow::Result<AllowedCaller> {
     Ok(AllowedCaller {
         ae_title: aet.to_owned(),
         network,
+        role,
     })
 }
 
@@ -486,6 +679,92 @@ mod tests {
             ..Default::default()
         };
         assert!(s.resolve().is_err());
+        assert!(
+            c.dicom_allowed_callers
+                .iter()
+                .all(|a| a.role == Role::Reader)
+        );
+        let s = Settings {
+            dicom_allowed_caller: vec![
+                "MAMMO1@10.1.2.0/24:ingest".into(),
+                "WS:reader".into(),
+                "MG@fd00::/8:ingest".into(),
+            ],
+            ..Default::default()
+        };
+        let c = s.resolve().unwrap();
+        let got: Vec<_> = c
+            .dicom_allowed_callers
+            .iter()
+            .map(|a| {
+                (
+                    a.ae_title.as_str(),
+                    a.network.map(|n| n.to_string()),
+                    a.role,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("MAMMO1", Some("10.1.2.0/24".into()), Role::Ingest),
+                ("WS", None, Role::Reader),
+                ("MG", Some("fd00::/8".into()), Role::Ingest),
+            ]
+        );
+    }
+
+    #[test]
+    fn security_settings_are_validated() {
+        let c = Settings::default().resolve().unwrap();
+        assert!(!c.auth && c.oidc.is_none() && c.tls.is_none());
+        assert_eq!(c.session_lifetime, Duration::from_secs(12 * 3600));
+        for bad in [
+            Settings {
+                oidc_issuer: Some("https://sso".into()),
+                ..Default::default()
+            },
+            Settings {
+                tls_cert: Some("cert.pem".into()),
+                ..Default::default()
+            },
+            Settings {
+                dicom_tls: Some("127.0.0.1:2762".parse().unwrap()),
+                ..Default::default()
+            },
+            Settings {
+                session_hours: Some(0),
+                ..Default::default()
+            },
+            Settings {
+                audit_export: Some("http://collector".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.resolve().is_err());
+        }
+        // Beyond loopback: HTTP needs --auth or --insecure; DICOM (plain or
+        // TLS) needs an allow-list.
+        let exposed = |f: fn(&mut Settings)| {
+            let mut s = Settings {
+                http: Some("0.0.0.0:8080".parse().unwrap()),
+                ..Default::default()
+            };
+            f(&mut s);
+            s.resolve().unwrap().check_exposure()
+        };
+        assert!(exposed(|_| {}).is_err());
+        assert!(exposed(|s| s.auth = Some(true)).is_ok());
+        assert!(exposed(|s| s.insecure = Some(true)).is_ok());
+        assert!(
+            exposed(|s| {
+                s.auth = Some(true);
+                s.tls_cert = Some("c.pem".into());
+                s.tls_key = Some("k.pem".into());
+                s.dicom_tls = Some("0.0.0.0:2762".parse().unwrap());
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`testing`]: throwaway PostgreSQL databases and S3 buckets for tests.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dimse;

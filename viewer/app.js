@@ -4,7 +4,7 @@
 // owns the top bar (language, copy link, where you are) and the error banner.
 // Everything it knows about studies comes from DICOMweb.
 
-import { DicomWeb, personName, value } from './dicomweb.js';
+import { DicomWeb, personName, signIn, value } from './dicomweb.js';
 import { register, t, lang, setLang, translate } from './i18n.js';
 import { clearErrors, copyText, describeError, el, showError, studyLink } from './ui.js';
 import { StudyList } from './studylist.js';
@@ -14,6 +14,7 @@ export { showError };
 register({
   en: {
     'app.language': 'Language',
+    'app.signOut': 'Sign out',
     'app.copyLink': 'Copy link',
     'app.studies': 'Studies',
     'app.patientStudies': 'All studies of this patient',
@@ -26,6 +27,7 @@ register({
   },
   ru: {
     'app.language': 'Язык',
+    'app.signOut': 'Выйти',
     'app.copyLink': 'Копировать ссылку',
     'app.studies': 'Исследования',
     'app.patientStudies': 'Все исследования пациента',
@@ -38,6 +40,7 @@ register({
   },
   kk: {
     'app.language': 'Тіл',
+    'app.signOut': 'Шығу',
     'app.copyLink': 'Сілтемені көшіру',
     'app.studies': 'Зерттеулер',
     'app.patientStudies': 'Пациенттің барлық зерттеулері',
@@ -68,6 +71,35 @@ const list = new StudyList(listSection, {
   // Searches replace the list's history entry rather than add one: back
   // leaves the list instead of stepping through every keystroke.
   onChange: (query) => history.replaceState(history.state, '', query ? `/?${query}` : '/'),
+});
+
+// Who is signed in. With authentication on, a visitor without a session is
+// sent to the sign-in page before anything asks for patient data; with it
+// off (`method` "anonymous") there is nobody to sign out.
+const userLabel = document.getElementById('user');
+const signOutButton = document.getElementById('sign-out');
+const me = fetch('/auth/me', { credentials: 'same-origin' })
+  .then(async (res) => {
+    if (res.status === 401) {
+      signIn();
+      return null;
+    }
+    return res.ok ? res.json() : null;
+  })
+  .catch(() => null);
+me.then((who) => {
+  if (!who || who.method === 'anonymous') return;
+  userLabel.textContent = who.name;
+  userLabel.hidden = false;
+  signOutButton.hidden = false;
+  signOutButton.addEventListener('click', async () => {
+    await fetch('/auth/logout', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'X-CSRF-Token': who.csrf ?? '' },
+    }).catch(() => {});
+    location.assign('/login');
+  });
 });
 
 let reading = null; // {controller, handle} of the open reading view

@@ -165,12 +165,22 @@ export class DicomWeb {
       if (e.name === 'AbortError') throw e;
       throw new DicomWebError('unreachable', 0, e.message);
     }
+    if (res.status === 401) {
+      // Signed out (session ended or never begun): sign in, then come back here.
+      signIn();
+    }
     if (!res.ok) {
       const text = await res.text().catch(() => '');
       throw new DicomWebError(kindOf(res.status), res.status, text.trim().slice(0, 500) || res.statusText);
     }
     return res;
   }
+}
+
+/** Goes to the sign-in page, which returns to the current page afterwards. */
+export function signIn() {
+  const next = location.pathname + location.search;
+  location.assign(`/login?next=${encodeURIComponent(next)}`);
 }
 
 function uid(u) {

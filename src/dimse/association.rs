@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use super::commitment;
 use super::find::find;
 use super::message::{Assembler, Command, Message, field, fragments, response};
+use super::policy::role_of;
 use super::presentation::{FIND_SOP_CLASSES, GET_SOP_CLASSES, MOVE_SOP_CLASSES, is_storage};
 use super::retrieve::{Progress, resolve};
 use super::scu::{self, MoveOriginator, Outcome, Outgoing, ScuError, StoreScu};
@@ -28,6 +29,8 @@ use super::status::{self, Status};
 use super::store::{StoreRequest, store};
 use super::{MAX_SEND_PDU, Options};
 use crate::app::AppState;
+use crate::auth::audit::{Action, AuditEvent, Outcome as AuditOutcome};
+use crate::auth::{Access, Method, Role};
 use crate::config::DicomPeer;
 use crate::ingest::Slot;
 use crate::retrieve::RetrieveError;
@@ -73,6 +76,10 @@ struct Connection {
     cancel: Option<u16>,
     /// The Message ID of our next C-STORE-RQ (C-GET sub-operations).
     next_message_id: u16,
+    /// What the caller may do (its allow-list entry's role).
+    role: Role,
+    /// The caller's address, for the audit log.
+    peer: SocketAddr,
 }
 
 /// Where the sub-operations of a C-MOVE or C-GET go.
@@ -88,6 +95,18 @@ enum Target {
     },
     /// Back to the requestor over this association (C-GET).
     Requestor,
+}
+
+/// The name of a request's command, for logs and the audit log.
+fn operation(command_field: u16) -> &'static str {
+    match command_field {
+        field::C_STORE_RQ => "C-STORE",
+        field::C_FIND_RQ => "C-FIND",
+        field::C_MOVE_RQ => "C-MOVE",
+        field::C_GET_RQ => "C-GET",
+        field::N_ACTION_RQ => "N-ACTION",
+        _ => "DIMSE",
+    }
 }
 
 /// Negotiates and serves one association on `socket`.
@@ -129,7 +148,10 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, options: &Options, state: 
         slot: None,
         cancel: None,
         next_message_id: 1,
+        role: Role::Admin,
+        peer,
     };
+    conn.role = role_of(&conn.state.config, &conn.calling_ae_title, peer.ip());
     match conn.serve().await {
         End::Released => tracing::info!(%peer, "association released"),
         End::PeerAborted => tracing::info!(%peer, "association aborted by the peer"),
@@ -183,6 +205,25 @@ impl Connection {
         }
     }
 
+    /// An audit event of this association, the rest filled in by the caller.
+    fn event(&self, action: Action, outcome: AuditOutcome) -> AuditEvent {
+        AuditEvent {
+            time_ms: crate::index::sql::now_ms(),
+            actor: self.calling_ae_title.clone(),
+            role: Some(self.role),
+            method: Method::Dicom,
+            source: self.peer.ip().to_string(),
+            action,
+            outcome,
+            status: None,
+            patient_id: None,
+            study_uid: None,
+            series_uid: None,
+            sop_uid: None,
+            detail: None,
+        }
+    }
+
     fn context(&self, id: u8) -> Option<PresentationContextNegotiated> {
         self.ul
             .presentation_contexts()
@@ -199,6 +240,40 @@ impl Connection {
             ))
         })?;
         let command = message.command.clone();
+        let needs = match command.field {
+            field::C_STORE_RQ | field::N_ACTION_RQ => Some((Access::Store, Action::Store)),
+            field::C_FIND_RQ => Some((Access::Read, Action::Query)),
+            field::C_MOVE_RQ | field::C_GET_RQ => Some((Access::Read, Action::Retrieve)),
+            _ => None,
+        };
+        if let Some((access, action)) = needs
+            && !self.role.grants(access)
+        {
+            let mut event = self.event(action, AuditOutcome::Refused);
+            event.status = Some(i64::from(status::NOT_AUTHORIZED));
+            event.sop_uid = command.string(tags::AFFECTED_SOP_INSTANCE_UID);
+            event.detail = Some(format!(
+                "{} refused for role {}",
+                operation(command.field),
+                self.role
+            ));
+            self.state.audit.record(event).await;
+            tracing::warn!(
+                calling = self.calling_ae_title,
+                role = %self.role,
+                operation = operation(command.field),
+                "DIMSE operation refused: not authorised"
+            );
+            let status = Status::with_comment(
+                status::NOT_AUTHORIZED,
+                "this calling AE title may not do this",
+            );
+            let mut rsp = response(&command, &status, false);
+            if let Some(instance) = command.string(tags::AFFECTED_SOP_INSTANCE_UID) {
+                rsp = rsp.uid(tags::AFFECTED_SOP_INSTANCE_UID, &instance);
+            }
+            return self.send(pc.id, rsp.finish(), None).await;
+        }
         match command.field {
             field::C_ECHO_RQ => {
                 self.respond(&pc, &command, &Status::ok(status::SUCCESS))
@@ -215,7 +290,23 @@ impl Connection {
                         Some(slot) => slot,
                         None => self.state.ingest.slot().await,
                     };
-                    store(&self.state, slot, &request, message).await
+                    let mut stored = None;
+                    let status = store(&self.state, slot, &request, message, &mut stored).await;
+                    let outcome = if status.is_failure() {
+                        AuditOutcome::Failed
+                    } else {
+                        AuditOutcome::Success
+                    };
+                    let mut event = self.event(Action::Store, outcome);
+                    event.status = Some(i64::from(status.code));
+                    event.sop_uid = command.string(tags::AFFECTED_SOP_INSTANCE_UID);
+                    event.detail = Some("C-STORE".to_owned());
+                    if let Some((study, series)) = stored {
+                        event.study_uid = Some(study);
+                        event.series_uid = Some(series);
+                    }
+                    self.state.audit.record(event).await;
+                    status
                 } else {
                     Status::with_comment(
                         status::SOP_CLASS_NOT_SUPPORTED,
@@ -287,6 +378,25 @@ impl Connection {
             &message.data,
         )
         .await;
+        let keys = super::find::audit_keys(&pc.transfer_syntax, &message.data);
+        let mut event = self.event(
+            Action::Query,
+            if answer.last.is_failure() {
+                AuditOutcome::Failed
+            } else {
+                AuditOutcome::Success
+            },
+        );
+        event.status = Some(i64::from(answer.last.code));
+        event.patient_id = keys.patient_id;
+        event.study_uid = keys.study_uid;
+        event.detail = Some(format!(
+            "C-FIND {}: {} matches; {}",
+            pc.abstract_syntax,
+            answer.matches.len(),
+            keys.detail
+        ));
+        self.state.audit.record(event).await;
         let pending = Status::ok(answer.pending);
         for identifier in &answer.matches {
             if self.cancelled(request.message_id()).await? {
@@ -435,6 +545,12 @@ impl Connection {
             Ok(found) => found,
             Err(status) => return self.respond(pc, request, &status).await,
         };
+        let instances_for_audit: Vec<String> = instances
+            .iter()
+            .map(|i| i.study_instance_uid.clone())
+            .collect();
+        let move_destination =
+            is_move.then(|| request.string(tags::MOVE_DESTINATION).unwrap_or_default());
         let items: Vec<Outgoing> = instances
             .iter()
             .map(|i| Outgoing {
@@ -509,6 +625,35 @@ impl Connection {
             cancelled,
             "{what} done"
         );
+        // One audit event per study retrieved (PS3.15 A.5.3.2 names studies).
+        let mut studies: Vec<(&str, usize)> = Vec::new();
+        for i in &instances_for_audit {
+            match studies.iter_mut().find(|(s, _)| *s == i.as_str()) {
+                Some((_, n)) => *n += 1,
+                None => studies.push((i.as_str(), 1)),
+            }
+        }
+        for (study, count) in studies {
+            let outcome = if progress.failed > 0 || unreachable.is_some() {
+                AuditOutcome::Failed
+            } else {
+                AuditOutcome::Success
+            };
+            let mut event = self.event(Action::Retrieve, outcome);
+            event.study_uid = Some(study.to_owned());
+            event.detail = Some(format!(
+                "{what}{}: {count} instances of the study; {} completed, {} failed, {} warning{}",
+                match &move_destination {
+                    Some(d) => format!(" to {d}"),
+                    None => String::new(),
+                },
+                progress.completed,
+                progress.failed,
+                progress.warning,
+                if cancelled { ", cancelled" } else { "" }
+            ));
+            self.state.audit.record(event).await;
+        }
         if let Some(reason) = unreachable
             && progress.completed == 0
             && progress.warning == 0

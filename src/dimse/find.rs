@@ -165,6 +165,55 @@ fn parse_request(model: &str, transfer_syntax: &str, identifier: &[u8]) -> Resul
     })
 }
 
+/// What the audit log keeps of a C-FIND identifier.
+pub struct AuditKeys {
+    pub patient_id: Option<String>,
+    pub study_uid: Option<String>,
+    /// The non-empty keys, `(gggg,eeee)=value; …`.
+    pub detail: String,
+}
+
+/// The keys a C-FIND asked with, for the audit log (the log is PHI-safe
+/// storage; the process log never sees them).
+pub fn audit_keys(transfer_syntax: &str, identifier: &[u8]) -> AuditKeys {
+    let mut keys = AuditKeys {
+        patient_id: None,
+        study_uid: None,
+        detail: String::new(),
+    };
+    let Some(ts) = TransferSyntaxRegistry.get(transfer_syntax) else {
+        return keys;
+    };
+    let Ok(obj) = dicom_object::InMemDicomObject::read_dataset_with_ts(identifier, ts) else {
+        keys.detail = "unreadable identifier".to_owned();
+        return keys;
+    };
+    let mut parts = Vec::new();
+    for element in &obj {
+        let Ok(value) = element.to_str() else {
+            continue;
+        };
+        let value = value.trim_end_matches(['\0', ' ']).to_owned();
+        if value.is_empty() {
+            continue;
+        }
+        let tag = element.header().tag;
+        if tag == tags::PATIENT_ID {
+            keys.patient_id = Some(value.clone());
+        } else if tag == tags::STUDY_INSTANCE_UID {
+            keys.study_uid = Some(value.clone());
+        }
+        parts.push(format!(
+            "({:04X},{:04X})={}",
+            tag.0,
+            tag.1,
+            value.chars().take(128).collect::<String>()
+        ));
+    }
+    keys.detail = parts.join("; ");
+    keys
+}
+
 /// Answers one C-FIND-RQ on `model` (an abstract syntax of
 /// [`super::presentation::FIND_SOP_CLASSES`]).
 #[tracing::instrument(skip_all, fields(model))]

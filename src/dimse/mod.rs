@@ -101,6 +101,7 @@ pub async fn serve(listener: TcpListener, state: AppState) {
                 let options = options.as_ref().clone().ae_access_control(Callers {
                     config: state.config.clone(),
                     peer: peer.ip(),
+                    audit: state.audit.clone(),
                 });
                 let state = state.clone();
                 tokio::spawn(async move {

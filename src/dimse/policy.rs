@@ -18,14 +18,33 @@ use dicom_ul::association::server::{AccessControl, Negotiation};
 use dicom_ul::pdu::{AssociationRJServiceUserReason, RequestorRoles, UserIdentity};
 
 use super::presentation::is_storage;
+use crate::auth::audit::{Action, Audit, AuditEvent, Outcome};
+use crate::auth::{Method, Role};
 use crate::config::Config;
 
 /// The access control of one incoming connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Callers {
     pub config: Arc<Config>,
     /// The address the connection comes from.
     pub peer: IpAddr,
+    /// Where refusals are recorded.
+    pub audit: Audit,
+}
+
+/// What a caller that passed [`Callers`] may do: its allow-list entry's role
+/// (the first entry matching its AE title and address); a `--dicom-peer` not
+/// on the list reads and stores ([`Role::Reader`]); without an allow-list,
+/// on loopback, anything.
+pub fn role_of(config: &Config, calling: &str, peer: IpAddr) -> Role {
+    if config.dicom_allowed_callers.is_empty() {
+        return Role::Admin;
+    }
+    config
+        .dicom_allowed_callers
+        .iter()
+        .find(|c| c.ae_title == calling && c.network.is_none_or(|n| n.contains(&peer)))
+        .map_or(Role::Reader, |c| c.role)
 }
 
 impl Callers {
@@ -73,6 +92,23 @@ impl AccessControl for Callers {
         }
         if let Some(reason) = self.refusal(calling_ae_title) {
             tracing::warn!(peer = %self.peer, calling = calling_ae_title, reason, "association rejected");
+            // Access control runs inside negotiation, which cannot wait: the
+            // event is queued without waiting.
+            self.audit.record_now(AuditEvent {
+                time_ms: crate::index::sql::now_ms(),
+                actor: calling_ae_title.chars().take(16).collect(),
+                role: None,
+                method: Method::Dicom,
+                source: self.peer.to_string(),
+                action: Action::AssociationRefused,
+                outcome: Outcome::Refused,
+                status: None,
+                patient_id: None,
+                study_uid: None,
+                series_uid: None,
+                sop_uid: None,
+                detail: Some(format!("A-ASSOCIATE-RJ: {reason}")),
+            });
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         Ok(())
@@ -113,6 +149,7 @@ mod tests {
         Callers {
             config: Arc::new(config),
             peer: peer.parse().unwrap(),
+            audit: Audit::detached(),
         }
     }
 

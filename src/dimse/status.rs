@@ -39,6 +39,9 @@ pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
 pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
 /// The command is not one this SCP performs (PS3.7 C.4.4).
 pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+/// Refused: Not Authorized (PS3.7 C.5.x): the calling AE title's role does
+/// not allow the operation.
+pub const NOT_AUTHORIZED: u16 = 0x0124;
 
 /// The longest ErrorComment: (0000,0902) is an LO.
 const MAX_COMMENT_CHARS: usize = 64;
@@ -51,6 +54,13 @@ pub struct Status {
 }
 
 impl Status {
+    /// Whether the status is a failure (PS3.7 C.1.2): not success, pending,
+    /// cancel or a warning.
+    pub fn is_failure(&self) -> bool {
+        matches!(self.code, 0x0100..=0x02FF | 0xA000..=0xAFFF | 0xC000..=0xCFFF)
+            && !matches!(self.code, 0x0107 | 0x0116)
+    }
+
     /// A status without comment.
     pub fn ok(code: u16) -> Self {
         Status {

@@ -28,13 +28,16 @@ pub struct StoreRequest<'a> {
     pub calling_ae_title: &'a str,
 }
 
-/// Stores the data set of one C-STORE-RQ; returns the response status.
+/// Stores the data set of one C-STORE-RQ; returns the response status, and
+/// puts the stored instance's Study and Series Instance UIDs in `stored` (for
+/// the audit log).
 #[tracing::instrument(skip_all, fields(calling = request.calling_ae_title))]
 pub async fn store(
     state: &AppState,
     slot: Slot,
     request: &StoreRequest<'_>,
     message: Message,
+    stored: &mut Option<(String, String)>,
 ) -> Status {
     let command: &Command = &message.command;
     let (Some(class), Some(instance)) = (
@@ -91,7 +94,13 @@ pub async fn store(
         )
         .await;
     match result {
-        Ok(accepted) => status::for_stored(&accepted.disposition, accepted.warning.as_deref()),
+        Ok(accepted) => {
+            *stored = Some((
+                accepted.study_instance_uid.clone(),
+                accepted.series_instance_uid.clone(),
+            ));
+            status::for_stored(&accepted.disposition, accepted.warning.as_deref())
+        }
         Err(refused) => {
             let status = status::for_ingest_error(&refused.error);
             if refused.error.is_input_error() {

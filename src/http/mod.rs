@@ -1,6 +1,10 @@
-//! HTTP: every route in [`router`], handlers kept thin (extract, one call,
-//! respond). DICOMweb (PS3.18) lives under `/dicomweb`.
+//! HTTP: every route in [`routes`], each declaring the access it needs and
+//! its audit action, all behind [`auth::gate`]; handlers kept thin (extract,
+//! one call, respond). DICOMweb (PS3.18) lives under `/dicomweb`.
 //!
+//! - [`auth`]: authentication, authorisation, audit; sign in and out.
+//! - [`admin`]: users and API tokens. [`audit`]: the audit log.
+//! - [`delete`]: DICOMweb DELETE of studies, series, instances.
 //! - [`stow`]: STOW-RS store transactions.
 //! - [`qido`]: QIDO-RS searches.
 //! - [`wado`]: WADO-RS retrieve (instances, metadata, frames, bulk data) and WADO-URI.
@@ -8,6 +12,10 @@
 //! - [`viewer`]: the browser viewer's page and modules, at `/`, `/viewer`, `/ui/`.
 //! - [`error`]: the error → status table.
 
+pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod delete;
 pub mod error;
 pub mod qido;
 pub mod render;
@@ -18,106 +26,122 @@ pub mod wado;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::app::AppState;
+use crate::auth::Access::{Admin, Public, Read, SignedIn, Store};
+use crate::auth::audit::Action::{
+    AuditRead, Delete, Login, Logout, Other, Query, Render, Retrieve, Store as Stored, Tokens,
+    Users,
+};
+use auth::Route;
 
 /// The DICOMweb root path.
 pub const DICOMWEB_ROOT: &str = "/dicomweb";
 
-/// Builds the whole HTTP router.
-pub fn router(state: AppState) -> Router {
-    let dicomweb = Router::new()
-        .route(
-            "/studies",
-            get(qido::search_studies).post(stow::store_instances),
-        )
-        .route(
-            "/studies/{study}",
-            get(wado::retrieve_study).post(stow::store_instances_in_study),
-        )
-        .route(
-            "/studies/{study}/metadata",
-            get(wado::retrieve_study_metadata),
-        )
-        .route("/studies/{study}/series", get(qido::search_study_series))
-        .route(
-            "/studies/{study}/instances",
-            get(qido::search_study_instances),
-        )
-        .route(
-            "/studies/{study}/series/{series}",
-            get(wado::retrieve_series),
-        )
-        .route(
-            "/studies/{study}/series/{series}/metadata",
-            get(wado::retrieve_series_metadata),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances",
-            get(qido::search_series_instances),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}",
-            get(wado::retrieve_instance),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/metadata",
-            get(wado::retrieve_instance_metadata),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
-            get(wado::retrieve_frames),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{*path}",
-            get(wado::retrieve_bulkdata),
-        )
-        .route("/studies/{study}/rendered", get(render::rendered_study))
-        .route("/studies/{study}/thumbnail", get(render::thumbnail_study))
-        .route(
-            "/studies/{study}/series/{series}/rendered",
-            get(render::rendered_series),
-        )
-        .route(
-            "/studies/{study}/series/{series}/thumbnail",
-            get(render::thumbnail_series),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/rendered",
-            get(render::rendered_instance),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
-            get(render::thumbnail_instance),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
-            get(render::rendered_frames),
-        )
-        .route(
-            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
-            get(render::thumbnail_frame),
-        )
-        .route("/series", get(qido::search_series))
-        .route("/instances", get(qido::search_instances))
-        .route("/wado", get(wado::wado_uri))
-        // STOW-RS bodies are streamed part by part, each bounded by the maximum
-        // instance size, so the request as a whole has no limit.
-        .layer(DefaultBodyLimit::disable());
+/// Every route with what it needs ([`crate::auth::Access`]) and what it is in
+/// the audit log: the one table [`router`] is built from and tests walk.
+pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
+    macro_rules! table {
+        ($($method:ident $path:literal $access:ident $action:ident => $handler:expr;)*) => {
+            vec![$((
+                Route {
+                    method: Method::$method,
+                    path: $path,
+                    access: $access,
+                    action: $action,
+                },
+                on(MethodFilter::$method, $handler),
+            )),*]
+        };
+    }
+    table! {
+        GET "/dicomweb/studies" Read Query => qido::search_studies;
+        POST "/dicomweb/studies" Store Stored => stow::store_instances;
+        GET "/dicomweb/studies/{study}" Read Retrieve => wado::retrieve_study;
+        POST "/dicomweb/studies/{study}" Store Stored => stow::store_instances_in_study;
+        DELETE "/dicomweb/studies/{study}" Admin Delete => delete::delete_study;
+        GET "/dicomweb/studies/{study}/metadata" Read Retrieve => wado::retrieve_study_metadata;
+        GET "/dicomweb/studies/{study}/series" Read Query => qido::search_study_series;
+        GET "/dicomweb/studies/{study}/instances" Read Query => qido::search_study_instances;
+        GET "/dicomweb/studies/{study}/series/{series}" Read Retrieve => wado::retrieve_series;
+        DELETE "/dicomweb/studies/{study}/series/{series}" Admin Delete => delete::delete_series;
+        GET "/dicomweb/studies/{study}/series/{series}/metadata" Read Retrieve
+            => wado::retrieve_series_metadata;
+        GET "/dicomweb/studies/{study}/series/{series}/instances" Read Query
+            => qido::search_series_instances;
+        GET "/dicomweb/studies/{study}/series/{series}/instances/{instance}" Read Retrieve
+            => wado::retrieve_instance;
+        DELETE "/dicomweb/studies/{study}/series/{series}/instances/{instance}" Admin Delete
+            => delete::delete_instance;
+        GET "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata" Read Retrieve
+            => wado::retrieve_instance_metadata;
+        GET "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"
+            Read Retrieve => wado::retrieve_frames;
+        GET "/dicomweb/studies/{study}/series/{series}/instances/{instance}/bulkdata/{*path}"
+            Read Retrieve => wado::retrieve_bulkdata;
+        GET "/dicomweb/studies/{study}/rendered" Read Render => render::rendered_study;
+        GET "/dicomweb/studies/{study}/thumbnail" Read Render => render::thumbnail_study;
+        GET "/dicomweb/studies/{study}/series/{series}/rendered" Read Render
+            => render::rendered_series;
+        GET "/dicomweb/studies/{study}/series/{series}/thumbnail" Read Render
+            => render::thumbnail_series;
+        GET "/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered"
+            Read Render => render::rendered_instance;
+        GET "/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail"
+            Read Render => render::thumbnail_instance;
+        GET "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered"
+            Read Render => render::rendered_frames;
+        GET "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail"
+            Read Render => render::thumbnail_frame;
+        GET "/dicomweb/series" Read Query => qido::search_series;
+        GET "/dicomweb/instances" Read Query => qido::search_instances;
+        GET "/dicomweb/wado" Read Retrieve => wado::wado_uri;
+        GET "/wado" Read Retrieve => wado::wado_uri;
+        GET "/healthz" Public Other => healthz;
+        GET "/readyz" Public Other => readyz;
+        // The viewer's page and modules hold no patient data; it signs in and
+        // asks for data through the routes above.
+        GET "/" Public Other => viewer::page;
+        GET "/viewer" Public Other => viewer::page;
+        GET "/ui/{*file}" Public Other => viewer::asset;
+        GET "/login" Public Other => viewer::login_page;
+        // Public so that anyone may try; it records its own audit events.
+        POST "/auth/login" Public Login => auth::login;
+        POST "/auth/logout" SignedIn Logout => auth::logout;
+        GET "/auth/me" SignedIn Other => auth::me;
+        GET "/admin/users" Admin Users => admin::list_users;
+        POST "/admin/users" Admin Users => admin::create_user;
+        PATCH "/admin/users/{username}" Admin Users => admin::update_user;
+        GET "/admin/tokens" Admin Tokens => admin::list_tokens;
+        POST "/admin/tokens" Admin Tokens => admin::create_token;
+        DELETE "/admin/tokens/{token}" Admin Tokens => admin::revoke_token;
+        GET "/audit" Admin AuditRead => audit::search_audit;
+    }
+}
 
-    Router::new()
-        .nest(DICOMWEB_ROOT, dicomweb)
-        .route("/wado", get(wado::wado_uri))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/", get(viewer::page))
-        .route("/viewer", get(viewer::page))
-        .route("/ui/{*file}", get(viewer::asset))
+/// Builds the whole HTTP router: each route behind [`auth::gate`] with its
+/// declaration.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (route, handler) in routes() {
+        let mut handler = handler.route_layer(from_fn_with_state(
+            (state.clone(), route.clone()),
+            auth::gate,
+        ));
+        if route.action == Stored {
+            // STOW-RS bodies are streamed part by part, each bounded by the
+            // maximum instance size, so the request as a whole has no limit.
+            handler = handler.layer(DefaultBodyLimit::disable());
+        }
+        router = router.route(route.path, handler);
+    }
+    router
         .layer(compression())
         .layer(cors(&state.config.cors_origins))
         .with_state(state)
@@ -141,7 +165,13 @@ fn compression() -> CompressionLayer<impl Predicate> {
 /// CORS for browser viewers on other origins (OHIF and the like).
 fn cors(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers(Any)
         .expose_headers([
             header::CONTENT_TYPE,

@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 
+use super::auth::AuditNote;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::ingest::{Accepted, Disposition, IngestError, Refused};
@@ -72,8 +73,8 @@ async fn store(
     );
     let base = super::base_url(&state, &headers);
     let mut reader = RelatedReader::new(body.into_data_stream(), related.boundary);
-
     let mut response = StowResponse::default();
+    let mut note = AuditNote::default();
     if let Some(s) = &study {
         response.retrieve_url = Some(format!("{base}/studies/{s}"));
     }
@@ -159,18 +160,20 @@ async fn store(
         if in_flight.len() >= 2
             && let Some(task) = in_flight.pop_front()
         {
-            record(&mut response, &base, task.await);
+            record(&mut response, &mut note, &base, task.await);
         }
     }
     while let Some(task) = in_flight.pop_front() {
-        record(&mut response, &base, task.await);
+        record(&mut response, &mut note, &base, task.await);
     }
     if parts == 0 {
         return Err(ApiError::bad_request(
             "the multipart/related body has no parts",
         ));
     }
-    Ok(respond(&response, xml))
+    let mut res = respond(&response, xml);
+    res.extensions_mut().insert(note);
+    Ok(res)
 }
 
 fn unreadable(part: usize, e: &MultipartError) -> FailedInstance {
@@ -195,8 +198,11 @@ async fn drain(part: &mut aina_dicomweb::multipart::Part<'_>) -> Result<(), Mult
     Ok(())
 }
 
+/// Adds one instance's outcome to the response, and a stored one to the
+/// audit note (one audit event per instance).
 fn record(
     response: &mut StowResponse,
+    note: &mut AuditNote,
     base: &str,
     result: Result<Result<Accepted, Refused>, tokio::task::JoinError>,
 ) {
@@ -223,6 +229,11 @@ fn record(
                     ),
                 ),
             };
+            note.instances.push((
+                a.study_instance_uid.clone(),
+                a.series_instance_uid.clone(),
+                a.sop_instance_uid.clone(),
+            ));
             response.referenced.push(ReferencedInstance {
                 retrieve_url: Some(format!(
                     "{base}/studies/{}/series/{}/instances/{}",

@@ -31,6 +31,12 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
     serve(&state, &headers, "index.html")
 }
 
+/// `GET /login`: the sign-in page (when `--auth` is on, the viewer sends
+/// here whatever asks for data without a session).
+pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    serve(&state, &headers, "login.html")
+}
+
 /// `GET /ui/{*file}`: one file of `viewer/`.
 pub async fn asset(
     State(state): State<AppState>,

@@ -151,6 +151,19 @@ pub struct StoredInstance {
     pub number_of_frames: Option<i64>,
 }
 
+/// What [`Index::delete`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// The patient of the study (for the audit log).
+    pub patient_id: Option<String>,
+    /// Current instances removed: (study, series, SOP instance) UIDs.
+    pub instances: Vec<(String, String, String)>,
+    /// Every removed row's object (current and superseded versions):
+    /// (object key, SHA-256 hex, number of frames), for the caller to delete
+    /// with its derived objects once the rows are gone.
+    pub objects: Vec<(String, String, u32)>,
+}
+
 /// Errors of the index, classified by what the caller can do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -218,6 +231,12 @@ pub trait Index: Send + Sync + 'static {
     /// Removes the row of one object (used by `aina verify --repair` when its object
     /// is gone), keeping counts and ModalitiesInStudy right.
     async fn remove_object(&self, object_key: &str) -> Result<bool, IndexError>;
+
+    /// Removes a study, a series of it, or an instance of that series (every
+    /// version) in one transaction, keeping counts and ModalitiesInStudy
+    /// right and dropping series and study rows left empty. Nothing matched:
+    /// an empty [`Deleted`]. The scope must name the study.
+    async fn delete(&self, scope: &Scope) -> Result<Deleted, IndexError>;
 
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<(), IndexError>;

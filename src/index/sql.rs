@@ -23,8 +23,8 @@ use super::query::{
     fill_json,
 };
 use super::{
-    ConflictPolicy, Index, IndexError, InsertOutcome, InstanceRecord, Scope, SearchOutcome,
-    StoredInstance,
+    ConflictPolicy, Deleted, Index, IndexError, InsertOutcome, InstanceRecord, Scope,
+    SearchOutcome, StoredInstance,
 };
 use aina_dicomweb::qido::{QidoQuery, QueryLevel};
 
@@ -98,9 +98,9 @@ macro_rules! write_tx {
 #[derive(Debug, Clone)]
 pub struct SqlIndex<DB: Database> {
     /// Write transactions.
-    pub(super) writer: Pool<DB>,
+    pub(crate) writer: Pool<DB>,
     /// Reads (QIDO, WADO lookups, verify); may be the writer pool itself.
-    pub(super) reader: Pool<DB>,
+    pub(crate) reader: Pool<DB>,
 }
 
 impl<DB: Database> SqlIndex<DB> {
@@ -113,7 +113,7 @@ impl<DB: Database> SqlIndex<DB> {
 }
 
 /// Unix milliseconds, the schema's timestamp.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -524,6 +524,80 @@ where
         Ok(true)
     }
 
+    async fn delete_scope(
+        tx: &mut Transaction<'static, DB>,
+        scope: &Scope,
+    ) -> Result<Deleted, IndexError> {
+        let Some(study) = scope.study.as_deref() else {
+            return Err(IndexError::Invalid("a delete must name the study".into()));
+        };
+        // The same lock order as an insert: SOP Instance UID, series, study.
+        let mut keys = Vec::new();
+        if let Some(sop) = &scope.instance {
+            keys.push(format!("sop:{sop}"));
+        }
+        if let Some(series) = &scope.series {
+            keys.push(format!("series:{series}"));
+        }
+        keys.push(format!("study:{study}"));
+        DB::lock(tx, &keys).await?;
+        // Each condition is neutral when its value is NULL: one statement text.
+        const MATCH: &str = "study_instance_uid = $1 AND ($2 IS NULL OR series_instance_uid = $2) \
+                             AND ($3 IS NULL OR sop_instance_uid = $3)";
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT object_key, sha256, number_of_frames, series_instance_uid, \
+             sop_instance_uid, superseded_at FROM instances WHERE {MATCH} ORDER BY id"
+        )))
+        .bind(study)
+        .bind(scope.series.clone())
+        .bind(scope.instance.clone())
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut deleted = Deleted::default();
+        if rows.is_empty() {
+            return Ok(deleted);
+        }
+        deleted.patient_id =
+            sqlx::query_scalar("SELECT patient_id FROM studies WHERE study_instance_uid = $1")
+                .bind(study)
+                .fetch_optional(&mut **tx)
+                .await?
+                .flatten();
+        let mut series_touched: Vec<String> = Vec::new();
+        for r in &rows {
+            let series: String = r.try_get("series_instance_uid")?;
+            let frames: Option<i64> = r.try_get("number_of_frames")?;
+            deleted.objects.push((
+                r.try_get("object_key")?,
+                r.try_get("sha256")?,
+                u32::try_from(frames.unwrap_or(1).max(1)).unwrap_or(1),
+            ));
+            if r.try_get::<Option<i64>, _>("superseded_at")?.is_none() {
+                deleted.instances.push((
+                    study.to_owned(),
+                    series.clone(),
+                    r.try_get("sop_instance_uid")?,
+                ));
+            }
+            if !series_touched.contains(&series) {
+                series_touched.push(series);
+            }
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM instances WHERE {MATCH}"
+        )))
+        .bind(study)
+        .bind(scope.series.clone())
+        .bind(scope.instance.clone())
+        .execute(&mut **tx)
+        .await?;
+        let now = now_ms();
+        for series in &series_touched {
+            Self::refresh(tx, study, series, now).await?;
+        }
+        Ok(deleted)
+    }
+
     fn decode_search_row(
         r: &DB::Row,
         level: QueryLevel,
@@ -666,6 +740,10 @@ where
 
     async fn remove_object(&self, object_key: &str) -> Result<bool, IndexError> {
         write_tx!(self, tx => Self::remove(&mut tx, object_key))
+    }
+
+    async fn delete(&self, scope: &Scope) -> Result<Deleted, IndexError> {
+        write_tx!(self, tx => Self::delete_scope(&mut tx, scope))
     }
 
     async fn ping(&self) -> Result<(), IndexError> {

@@ -1,12 +1,14 @@
 //! Black-box integration tests: a real server on 127.0.0.1:0, real HTTP, real
 //! DICOM files (generated, and the shared corpus where present).
 
+mod authz;
 mod cli;
 mod common;
 mod crash;
 mod dimse;
 mod interop;
 mod large;
+mod logs;
 mod nodes;
 mod qido;
 mod render;
