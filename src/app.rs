@@ -191,6 +191,10 @@ impl AppState {
     }
 }
 
+/// The largest request head HTTPS accepts (hyper's HTTP/1 read buffer, and
+/// HTTP/2's header list).
+const HEADER_LIMIT: usize = 64 * 1024;
+
 /// A running server (for tests and embedding).
 pub struct Server {
     /// The address the HTTP listener is bound to.
@@ -199,8 +203,13 @@ pub struct Server {
     pub dicom_addr: SocketAddr,
     /// The state the server runs on.
     pub state: AppState,
+    /// The address of the DICOM TLS listener, when there is one.
+    pub dicom_tls_addr: Option<SocketAddr>,
+    /// The TLS certificate in use, when HTTPS is on (tests reload it).
+    pub tls: Option<crate::tls::Tls>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    dicom_task: tokio::task::JoinHandle<()>,
+    /// The DICOM listeners and the SIGHUP watcher.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -233,36 +242,100 @@ impl Server {
             tracing::info!("no user authentication (--auth off): HTTP listens on loopback only");
         }
         state.ingest = state.ingest.with_derive_queue(state.render.spawn_worker());
+        let tls = match &state.config.tls {
+            Some(files) => Some(crate::tls::Tls::load(
+                files,
+                state.config.dicom_tls_client_ca.as_deref(),
+            )?),
+            None => None,
+        };
+        let mut background = Vec::new();
         let listener = TcpListener::bind(state.config.http)
             .await
             .with_context(|| format!("binding HTTP to {}", state.config.http))?;
         let http_addr = listener.local_addr()?;
-        let router = crate::http::router(state.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        });
-        tracing::info!(%http_addr, "HTTP listening; DICOMweb root /dicomweb");
+        // The peer's address reaches the auth middleware (audit log, failed
+        // sign-in limits) as `ConnectInfo`.
+        let service =
+            crate::http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let task = match &tls {
+            None => tokio::spawn(async move {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }),
+            Some(tls) => {
+                background.push(tls.reload_on_sighup());
+                let handle = axum_server::Handle::new();
+                let stop = handle.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    stop.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+                });
+                let mut server =
+                    axum_server::from_tcp_rustls(listener.into_std()?, tls.https.clone())?
+                        .handle(handle);
+                // Request heads beyond 64 KiB are refused (431).
+                server.http_builder().http1().max_buf_size(HEADER_LIMIT);
+                server
+                    .http_builder()
+                    .http2()
+                    .max_header_list_size(HEADER_LIMIT as u32);
+                tokio::spawn(server.serve(service))
+            }
+        };
+        tracing::info!(
+            %http_addr,
+            https = tls.is_some(),
+            "HTTP listening; DICOMweb root /dicomweb"
+        );
         let dicom = TcpListener::bind(state.config.dicom)
             .await
             .with_context(|| format!("binding DICOM to {}", state.config.dicom))?;
         let dicom_addr = dicom.local_addr()?;
-        let dicom_task = tokio::spawn(crate::dimse::serve(dicom, state.clone()));
+        background.push(tokio::spawn(crate::dimse::serve(
+            dicom,
+            state.clone(),
+            None,
+        )));
         tracing::info!(%dicom_addr, ae_title = state.config.ae_title, "DICOM listening");
+        let dicom_tls_addr = match (state.config.dicom_tls, &tls) {
+            (Some(addr), Some(tls)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding DICOM TLS to {addr}"))?;
+                let bound = listener.local_addr()?;
+                background.push(tokio::spawn(crate::dimse::serve(
+                    listener,
+                    state.clone(),
+                    Some(tls.dicom.clone()),
+                )));
+                tracing::info!(
+                    dicom_tls_addr = %bound,
+                    client_certificates = state.config.dicom_tls_client_ca.is_some(),
+                    "DICOM TLS listening"
+                );
+                Some(bound)
+            }
+            _ => None,
+        };
         Ok(Self {
             http_addr,
             dicom_addr,
+            dicom_tls_addr,
+            tls,
             state,
             task,
-            dicom_task,
+            background,
         })
     }
 
     /// Waits until the server stops (Ctrl-C or SIGTERM).
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = self.task.await;
-        self.dicom_task.abort();
+        for task in &self.background {
+            task.abort();
+        }
         result.context("server task")??;
         Ok(())
     }
@@ -270,7 +343,9 @@ impl Server {
     /// Stops serving at once.
     pub fn abort(&self) {
         self.task.abort();
-        self.dicom_task.abort();
+        for task in &self.background {
+            task.abort();
+        }
     }
 }
 

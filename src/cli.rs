@@ -1,4 +1,5 @@
-//! The command line: `aina serve | import | verify | reindex | migrate-index | send`.
+//! The command line: `aina serve | import | verify | reindex | migrate-index |
+//! user | token | audit | send`.
 //!
 //! Every command takes the same settings as `serve` (flags, `AINA_*`, config
 //! file), so `import`, `verify` and `reindex` work on the archive the server uses.
@@ -14,8 +15,9 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::app::{AppState, Server};
-use crate::config::Settings;
+use crate::app::{AppState, Databases, Server, open_database};
+use crate::auth::Role;
+use crate::config::{Config, Settings};
 use crate::index::{ConflictPolicy, InsertOutcome};
 use crate::ingest::{self, Disposition};
 use crate::store::Store;
@@ -80,6 +82,21 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// Local users of the viewer and the API (docs/security.md).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// API tokens for devices and EHRs (docs/security.md).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Send DICOM files and folders (recursive) to a DICOM node with C-STORE,
     /// calling as our AE title (--ae-title).
     Send {
@@ -94,6 +111,93 @@ pub enum Command {
         /// PS3.10 files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a user; the password is read from stdin (one line) or --password-file.
+    Add {
+        #[command(flatten)]
+        settings: Settings,
+        username: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// A file whose first line is the password (never give it on the command line).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Disable a user and end the user's sessions.
+    Disable {
+        #[command(flatten)]
+        settings: Settings,
+        username: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        #[command(flatten)]
+        settings: Settings,
+        username: String,
+    },
+    /// Set a new password (stdin or --password-file); ends the user's sessions.
+    Passwd {
+        #[command(flatten)]
+        settings: Settings,
+        username: String,
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token; it is printed once, on stdout, and never shown again.
+    Create {
+        #[command(flatten)]
+        settings: Settings,
+        /// Who or what uses it (a device, an EHR interface).
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// Days until it expires, 1 to 1830.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Revoke the token with this id, or every token with this name.
+    Revoke {
+        #[command(flatten)]
+        settings: Settings,
+        id_or_name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Write stored audit events as DICOM audit messages (PS3.15 A.5), one
+    /// XML message per line.
+    Export {
+        #[command(flatten)]
+        settings: Settings,
+        /// From this time, Unix milliseconds.
+        #[arg(long)]
+        since_ms: Option<i64>,
+        /// Before this time, Unix milliseconds.
+        #[arg(long)]
+        until_ms: Option<i64>,
+        /// The file to write (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -128,7 +232,183 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             aet,
             paths,
         } => send(settings, &host, port, &aet, &paths).await,
+        Command::User { action } => user(action).await,
+        Command::Token { action } => token(action).await,
+        Command::Audit { action } => audit(action).await,
     }
+}
+
+/// The accounts and audit log of the configured database, without starting
+/// anything else.
+async fn databases(settings: Settings) -> anyhow::Result<(Config, Databases)> {
+    let config = settings.merge_file()?.resolve()?;
+    let databases = open_database(&config.database).await?;
+    Ok((config, databases))
+}
+
+/// A password from the first line of a file or of stdin.
+fn read_password(file: Option<&PathBuf>) -> anyhow::Result<String> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the password file {}", path.display()))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            line
+        }
+    };
+    let password = text.lines().next().unwrap_or_default().to_owned();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "no password given (stdin or --password-file)"
+    );
+    Ok(password)
+}
+
+fn iso_time(ms: i64) -> String {
+    crate::auth::audit::rfc3339(ms)
+}
+
+async fn user(action: UserAction) -> anyhow::Result<std::process::ExitCode> {
+    match action {
+        UserAction::Add {
+            settings,
+            username,
+            role,
+            password_file,
+        } => {
+            let password = read_password(password_file.as_ref())?;
+            let (_, db) = databases(settings).await?;
+            db.accounts.create_user(&username, role, &password).await?;
+            eprintln!("user {username} added ({role})");
+        }
+        UserAction::List { settings } => {
+            let (_, db) = databases(settings).await?;
+            for u in db.accounts.users().await? {
+                println!(
+                    "{}\t{}\t{}\tcreated {}",
+                    u.username,
+                    u.role,
+                    if u.disabled { "disabled" } else { "enabled" },
+                    iso_time(u.created_at_ms)
+                );
+            }
+        }
+        UserAction::Disable { settings, username } => {
+            let (_, db) = databases(settings).await?;
+            db.accounts.set_disabled(&username, true).await?;
+            eprintln!("user {username} disabled; their sessions are ended");
+        }
+        UserAction::Enable { settings, username } => {
+            let (_, db) = databases(settings).await?;
+            db.accounts.set_disabled(&username, false).await?;
+            eprintln!("user {username} enabled");
+        }
+        UserAction::Passwd {
+            settings,
+            username,
+            password_file,
+        } => {
+            let password = read_password(password_file.as_ref())?;
+            let (_, db) = databases(settings).await?;
+            db.accounts.set_password(&username, &password).await?;
+            eprintln!("password of {username} changed; their sessions are ended");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn token(action: TokenAction) -> anyhow::Result<std::process::ExitCode> {
+    match action {
+        TokenAction::Create {
+            settings,
+            name,
+            role,
+            days,
+        } => {
+            let (_, db) = databases(settings).await?;
+            let lifetime = Duration::from_secs(days.saturating_mul(86_400));
+            let created = db.accounts.create_token(&name, role, lifetime).await?;
+            println!("{}", created.token);
+            eprintln!(
+                "token {} ({name}, {role}) expires {}; it is shown only this once",
+                created.info.id,
+                iso_time(created.info.expires_at_ms)
+            );
+        }
+        TokenAction::List { settings } => {
+            let (_, db) = databases(settings).await?;
+            let now = crate::index::sql::now_ms();
+            for t in db.accounts.tokens().await? {
+                let state = match t.revoked_at_ms {
+                    Some(at) => format!("revoked {}", iso_time(at)),
+                    None if t.expires_at_ms <= now => "expired".to_owned(),
+                    None => format!("expires {}", iso_time(t.expires_at_ms)),
+                };
+                let used = t.last_used_at_ms.map_or_else(
+                    || "never used".to_owned(),
+                    |at| format!("last used {}", iso_time(at)),
+                );
+                println!("{}\t{}\t{}\t{state}\t{used}", t.id, t.name, t.role);
+            }
+        }
+        TokenAction::Revoke {
+            settings,
+            id_or_name,
+        } => {
+            let (_, db) = databases(settings).await?;
+            let n = db.accounts.revoke_token(&id_or_name).await?;
+            if n == 0 {
+                eprintln!("no live token with id or name {id_or_name:?}");
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+            eprintln!("{n} token(s) revoked");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn audit(action: AuditAction) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::Write;
+    let AuditAction::Export {
+        settings,
+        since_ms,
+        until_ms,
+        out,
+    } = action;
+    let (config, db) = databases(settings).await?;
+    let mut sink: Box<dyn Write> = match &out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let source_id = crate::auth::audit::source_id(&config);
+    let mut filter = crate::auth::audit::AuditFilter {
+        since_ms,
+        until_ms,
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let mut written = 0u64;
+    loop {
+        let page = db.audit_log.search(&filter).await?;
+        let Some(last) = page.last() else { break };
+        filter.after = Some(last.seq);
+        for record in &page {
+            writeln!(
+                sink,
+                "{}",
+                crate::auth::audit::audit_message(&record.event, &source_id)
+            )?;
+        }
+        written += page.len() as u64;
+    }
+    sink.flush()?;
+    eprintln!("{written} audit messages written");
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// `aina migrate-index`: one transaction on the target, a progress line per table.
@@ -150,10 +430,14 @@ async fn migrate_index(from: &str, to: &str) -> anyhow::Result<std::process::Exi
     })?;
     bar.finish_and_clear();
     println!(
-        "copied {} studies, {} series, {} instances from {} to {} in {:.1} s",
+        "copied {} studies, {} series, {} instances, {} users, {} tokens, {} audit events \
+         from {} to {} in {:.1} s",
         report.studies,
         report.series,
         report.instances,
+        report.users,
+        report.tokens,
+        report.audit_events,
         crate::app::redact_url(from),
         crate::app::redact_url(to),
         started.elapsed().as_secs_f64()

@@ -28,3 +28,4 @@ pub mod render;
 pub mod retrieve;
 pub mod store;
 pub mod testing;
+pub mod tls;

@@ -275,7 +275,7 @@ impl Audit {
             Some(url) => Some(Export::open(url)?),
             None => None,
         };
-        let source_id = format!("{}@{}", config.ae_title, hostname());
+        let source_id = source_id(config);
         let (queue, jobs) = tokio::sync::mpsc::channel(QUEUE);
         tokio::spawn(write_loop(log, jobs, export, source_id));
         Ok(Audit { queue })
@@ -349,6 +349,11 @@ async fn write_loop(
             let _ = done.send(());
         }
     }
+}
+
+/// Who writes the audit messages: `AE_TITLE@host`.
+pub fn source_id(config: &crate::config::Config) -> String {
+    format!("{}@{}", config.ae_title, hostname())
 }
 
 fn hostname() -> String {
@@ -461,7 +466,7 @@ fn syslog(event: &AuditEvent, source_id: &str) -> String {
 }
 
 /// UTC time of Unix milliseconds as `YYYY-MM-DDThh:mm:ss.sssZ`.
-fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days to civil date (Howard Hinnant's algorithm).

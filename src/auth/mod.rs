@@ -15,6 +15,8 @@
 pub mod accounts;
 pub mod audit;
 pub mod oidc;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::str::FromStr;
@@ -144,29 +146,5 @@ impl Principal {
             role: Role::Admin,
             method: Method::Anonymous,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn role_table() {
-        use Access::*;
-        let table = [
-            (Role::Ingest, [true, true, true, false, false]),
-            (Role::Reader, [true, true, true, true, false]),
-            (Role::Clinician, [true, true, false, true, false]),
-            (Role::Admin, [true, true, true, true, true]),
-        ];
-        for (role, expected) in table {
-            let got = [Public, SignedIn, Store, Read, Admin].map(|a| role.grants(a));
-            assert_eq!(got, expected, "{role}");
-        }
-        for role in Role::ALL {
-            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
-        }
-        assert!("root".parse::<Role>().is_err());
     }
 }

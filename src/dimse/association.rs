@@ -35,7 +35,9 @@ use crate::config::DicomPeer;
 use crate::ingest::Slot;
 use crate::retrieve::RetrieveError;
 
-type Ul = AsyncServerAssociation<TcpStream>;
+/// What an association runs over: TCP, or TLS over TCP (the DICOM TLS port).
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 /// How an association ended.
 enum End {
@@ -58,8 +60,8 @@ impl From<UlError> for End {
     }
 }
 
-struct Connection {
-    ul: Ul,
+struct Connection<S: Stream> {
+    ul: AsyncServerAssociation<S>,
     state: AppState,
     calling_ae_title: String,
     assembler: Assembler,
@@ -109,21 +111,33 @@ fn operation(command_field: u16) -> &'static str {
     }
 }
 
-/// Negotiates and serves one association on `socket`.
-pub async fn run(socket: TcpStream, peer: SocketAddr, options: &Options, state: AppState) {
+/// Negotiates and serves one association on `socket`, in TLS when the
+/// options carry a TLS configuration (the DICOM TLS listener's).
+pub async fn run(
+    socket: TcpStream,
+    peer: SocketAddr,
+    options: &Options,
+    state: AppState,
+    tls: bool,
+) {
     let timeout = state.config.dicom_association_timeout;
-    let ul = match tokio::time::timeout(timeout, options.establish_async(socket)).await {
-        Ok(Ok(ul)) => ul,
-        Ok(Err(e)) => {
-            tracing::info!(%peer, reason = %e, "association not established");
-            return;
+    if tls {
+        match tokio::time::timeout(timeout, options.establish_tls_async(socket)).await {
+            Ok(Ok(ul)) => serve(ul, peer, state).await,
+            Ok(Err(e)) => tracing::info!(%peer, reason = %e, "TLS association not established"),
+            Err(_) => tracing::info!(%peer, ?timeout, "TLS association not established in time"),
         }
-        Err(_) => {
-            // The socket is dropped with the future: the connection closes.
-            tracing::info!(%peer, ?timeout, "association not established in time");
-            return;
-        }
-    };
+        return;
+    }
+    match tokio::time::timeout(timeout, options.establish_async(socket)).await {
+        Ok(Ok(ul)) => serve(ul, peer, state).await,
+        Ok(Err(e)) => tracing::info!(%peer, reason = %e, "association not established"),
+        // The socket is dropped with the future: the connection closes.
+        Err(_) => tracing::info!(%peer, ?timeout, "association not established in time"),
+    }
+}
+
+async fn serve<S: Stream>(ul: AsyncServerAssociation<S>, peer: SocketAddr, state: AppState) {
     let calling_ae_title = ul.peer_ae_title().to_owned();
     let accepted = ul
         .presentation_contexts()
@@ -163,7 +177,7 @@ pub async fn run(socket: TcpStream, peer: SocketAddr, options: &Options, state: 
     }
 }
 
-impl Connection {
+impl<S: Stream> Connection<S> {
     async fn serve(&mut self) -> End {
         loop {
             // Fragments already received come first, then PDUs read ahead, then

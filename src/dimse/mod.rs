@@ -81,8 +81,14 @@ fn options(config: &Config) -> BaseOptions {
     options
 }
 
-/// Accepts associations on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, state: AppState) {
+/// Accepts associations on `listener` until the task is dropped; in TLS when
+/// `tls` is given (its current configuration at each handshake, so a reload
+/// applies to new associations).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<arc_swap::ArcSwap<rustls::ServerConfig>>>,
+) {
     let options = Arc::new(options(&state.config));
     let slots = Arc::new(Semaphore::new(state.config.dicom_max_associations));
     loop {
@@ -98,14 +104,18 @@ pub async fn serve(listener: TcpListener, state: AppState) {
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
                 // Cloning the options copies pointers to static UIDs: cheap.
-                let options = options.as_ref().clone().ae_access_control(Callers {
+                let mut options = options.as_ref().clone().ae_access_control(Callers {
                     config: state.config.clone(),
                     peer: peer.ip(),
                     audit: state.audit.clone(),
                 });
+                if let Some(tls) = &tls {
+                    options = options.tls_config(tls.load_full());
+                }
                 let state = state.clone();
+                let is_tls = tls.is_some();
                 tokio::spawn(async move {
-                    association::run(socket, peer, &options, state).await;
+                    association::run(socket, peer, &options, state, is_tls).await;
                     drop(slot);
                 });
             }

@@ -107,6 +107,54 @@ const TABLES: &[Table] = &[
             ("created_at", Int),
         ],
     },
+    // Accounts and the audit log travel with the index; sessions do not
+    // (users sign in again on the new database).
+    Table {
+        name: "users",
+        order: "username",
+        columns: &[
+            ("username", Text),
+            ("role", Text),
+            ("password_hash", Text),
+            ("disabled", Int),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    },
+    Table {
+        name: "api_tokens",
+        order: "id",
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("role", Text),
+            ("secret_sha256", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("revoked_at", Int),
+            ("last_used_at", Int),
+        ],
+    },
+    Table {
+        name: "audit_events",
+        order: "seq",
+        columns: &[
+            ("seq", Int),
+            ("time_ms", Int),
+            ("actor", Text),
+            ("role", Text),
+            ("method", Text),
+            ("source", Text),
+            ("action", Text),
+            ("outcome", Text),
+            ("status", Int),
+            ("patient_id", Text),
+            ("study_uid", Text),
+            ("series_uid", Text),
+            ("sop_uid", Text),
+            ("detail", Text),
+        ],
+    },
 ];
 
 /// Rows per INSERT: well under both dialects' bound-parameter limits
@@ -127,6 +175,9 @@ pub struct CopyReport {
     pub studies: u64,
     pub series: u64,
     pub instances: u64,
+    pub users: u64,
+    pub tokens: u64,
+    pub audit_events: u64,
 }
 
 /// An index opened by URL, as its concrete type (the copy is generic over both).
@@ -277,7 +328,10 @@ where
         match table.name {
             "studies" => report.studies = copied,
             "series" => report.series = copied,
-            _ => report.instances = copied,
+            "instances" => report.instances = copied,
+            "users" => report.users = copied,
+            "api_tokens" => report.tokens = copied,
+            _ => report.audit_events = copied,
         }
     }
     T::after_copy(&mut tx).await?;
@@ -373,7 +427,8 @@ mod tests {
             CopyReport {
                 studies: 3,
                 series: 6,
-                instances: 19
+                instances: 19,
+                ..Default::default()
             }
         );
         assert_eq!(answers(from).await, answers(to).await);

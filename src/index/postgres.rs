@@ -112,6 +112,12 @@ impl Dialect for Postgres {
         )
         .execute(&mut **tx)
         .await?;
+        sqlx::query(
+            "SELECT setval(pg_get_serial_sequence('audit_events', 'seq'), \
+             COALESCE(MAX(seq), 0) + 1, false) FROM audit_events",
+        )
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 

@@ -991,6 +991,84 @@ pub(crate) async fn later_instances_fill_gaps(index: &dyn Index) {
 /// expression giving `Some((Arc<dyn Index>, guard))`, where the guard keeps the
 /// database alive for the test, or `None` when the backend is not available
 /// here (it has said so).
+pub(crate) async fn delete_scopes(index: &dyn Index) {
+    // Two series of two instances; one instance also has a superseded version.
+    for (series, sop) in [
+        ("1.1", "1.1.1"),
+        ("1.1", "1.1.2"),
+        ("1.2", "1.2.1"),
+        ("1.2", "1.2.2"),
+    ] {
+        ins(index, rec("1", series, sop)).await;
+    }
+    let mut ct = rec("1", "1.2", "1.2.2");
+    ct.sha256 = "other-bytes".to_owned();
+    assert!(matches!(
+        index
+            .insert_instance(&finish(ct), ConflictPolicy::KeepBoth)
+            .await
+            .unwrap(),
+        InsertOutcome::ConflictKeptBoth { .. }
+    ));
+    let scope = |series: Option<&str>, sop: Option<&str>| Scope {
+        study: Some("1".to_owned()),
+        series: series.map(str::to_owned),
+        instance: sop.map(str::to_owned),
+    };
+
+    let none = index.delete(&scope(Some("9.9"), None)).await.unwrap();
+    assert!(none.objects.is_empty() && none.instances.is_empty());
+    assert!(
+        index.delete(&Scope::default()).await.is_err(),
+        "the study must be named"
+    );
+
+    // One instance, both its versions.
+    let d = index
+        .delete(&scope(Some("1.2"), Some("1.2.2")))
+        .await
+        .unwrap();
+    assert_eq!(d.instances, [("1".into(), "1.2".into(), "1.2.2".into())]);
+    assert_eq!(d.objects.len(), 2, "current and superseded versions");
+    assert_eq!(d.patient_id.as_deref(), Some("P1"));
+    let rows = studies(index, vec![]).await;
+    assert_eq!(
+        value(&rows[0], tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
+        Some(&json!(3))
+    );
+    assert_eq!(
+        rows[0][&tag_key(tags::MODALITIES_IN_STUDY)],
+        json!({ "vr": "CS", "Value": ["DX"] })
+    );
+
+    // A series; then the last one takes the study with it.
+    let d = index.delete(&scope(Some("1.1"), None)).await.unwrap();
+    assert_eq!(d.instances.len(), 2);
+    let rows = studies(index, vec![]).await;
+    assert_eq!(
+        value(&rows[0], tags::NUMBER_OF_STUDY_RELATED_SERIES),
+        Some(&json!(1))
+    );
+    let d = index.delete(&scope(None, None)).await.unwrap();
+    assert_eq!(d.instances.len(), 1);
+    assert!(studies(index, vec![]).await.is_empty());
+    assert!(
+        index
+            .instances(&scope(None, None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Stored again after a delete: a new instance.
+    assert_eq!(
+        index
+            .insert_instance(&finish(rec("1", "1.1", "1.1.1")), ConflictPolicy::Reject)
+            .await
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
+}
+
 macro_rules! conformance_tests {
     ($open:expr) => {
         conformance_tests!(@each $open;
@@ -1012,7 +1090,8 @@ macro_rules! conformance_tests {
             values_match_literally,
             batch_insert,
             remove_objects,
-            later_instances_fill_gaps
+            later_instances_fill_gaps,
+            delete_scopes
         );
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn concurrent_inserts() {

@@ -199,7 +199,7 @@ fn migrate_index_to_postgres() {
         .len();
     assert!(
         out.contains(&format!("copied {studies} studies,"))
-            && out.contains(&format!(" {} instances from", sample().len())),
+            && out.contains(&format!(" {} instances, 0 users", sample().len())),
         "{out}"
     );
     // Into a non-empty index: refused, nothing changed.
