@@ -262,3 +262,199 @@ fn privilege(role: Role) -> u8 {
         Role::Admin => 3,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oidc");
+
+    fn verifier() -> Verifier {
+        Verifier::new(&OidcConfig {
+            issuer: "https://sso.hospital.kz/realms/pacs".into(),
+            audience: "aina".into(),
+            jwks: format!("{FIXTURES}/jwks.json"),
+            role_claim: "roles".into(),
+            name_claim: "preferred_username".into(),
+        })
+        .unwrap()
+    }
+
+    fn pem(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+    }
+
+    fn claims() -> Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        json!({
+            "iss": "https://sso.hospital.kz/realms/pacs",
+            "aud": ["aina", "account"],
+            "sub": "f3b1c0de",
+            "preferred_username": "dr.aliya",
+            "roles": ["offline_access", "clinician", "reader"],
+            "exp": now + 300,
+            "iat": now,
+        })
+    }
+
+    fn signed(alg: Algorithm, kid: Option<&str>, key_file: &str, claims: &Value) -> String {
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem(key_file)).unwrap(),
+            _ => EncodingKey::from_rsa_pem(&pem(key_file)).unwrap(),
+        };
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        encode(&header, claims, &key).unwrap()
+    }
+
+    fn b64(v: &Value) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    #[tokio::test]
+    async fn valid_tokens_name_a_principal() {
+        let v = verifier();
+        let rs = signed(Algorithm::RS256, Some("rsa-1"), "rsa-1.pem", &claims());
+        let p = v.verify(&rs).await.unwrap();
+        assert_eq!(p.name, "dr.aliya");
+        assert_eq!(
+            p.role,
+            Role::Reader,
+            "the most privileged of the roles named"
+        );
+        assert_eq!(p.method, Method::Oidc);
+        let es = signed(Algorithm::ES256, Some("ec-1"), "ec-1.pem", &claims());
+        assert_eq!(v.verify(&es).await.unwrap().role, Role::Reader);
+        // A single role as a string; the subject when there is no user name.
+        let mut c = claims();
+        c["roles"] = json!("admin");
+        c.as_object_mut().unwrap().remove("preferred_username");
+        let p = v
+            .verify(&signed(Algorithm::RS256, Some("rsa-1"), "rsa-1.pem", &c))
+            .await
+            .unwrap();
+        assert_eq!((p.name.as_str(), p.role), ("f3b1c0de", Role::Admin));
+    }
+
+    #[tokio::test]
+    async fn forged_and_wrong_tokens_are_refused() {
+        let v = verifier();
+        let now = jsonwebtoken::get_current_timestamp();
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut c = claims();
+            f(&mut c);
+            signed(Algorithm::RS256, Some("rsa-1"), "rsa-1.pem", &c)
+        };
+        // alg none: no signature at all.
+        let none = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "kid": "rsa-1"})),
+            b64(&claims())
+        );
+        // HS256 keyed with the published RSA public key (algorithm confusion).
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa-1".into());
+        let confused = encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_secret(&pem("rsa-1.pub.pem")),
+        )
+        .unwrap();
+        // The right kid, another key.
+        let other_key = signed(Algorithm::RS256, Some("rsa-1"), "rsa-other.pem", &claims());
+        // An RSA signature presented under the EC key's kid.
+        let wrong_family = signed(Algorithm::RS256, Some("ec-1"), "rsa-1.pem", &claims());
+        let rs = signed(Algorithm::RS256, Some("rsa-1"), "rsa-1.pem", &claims());
+        let (head, rest) = rs.split_once('.').unwrap();
+        let (_, sig) = rest.split_once('.').unwrap();
+        let mut c = claims();
+        c["roles"] = json!(["admin"]);
+        let tampered = format!("{head}.{}.{sig}", b64(&c));
+        let cases: Vec<(&str, String, fn(&OidcError) -> bool)> = vec![
+            ("alg none", none, |e| {
+                matches!(e, OidcError::Malformed | OidcError::Algorithm(_))
+            }),
+            ("HS256 with the public key", confused, |e| {
+                matches!(e, OidcError::Algorithm(_))
+            }),
+            ("another key", other_key, |e| {
+                matches!(e, OidcError::Signature)
+            }),
+            ("wrong key family", wrong_family, |e| {
+                matches!(e, OidcError::Algorithm(_) | OidcError::UnknownKey)
+            }),
+            ("tampered claims", tampered, |e| {
+                matches!(e, OidcError::Signature)
+            }),
+            ("expired", with(&|c| c["exp"] = json!(now - 3600)), |e| {
+                matches!(e, OidcError::Expired)
+            }),
+            (
+                "not yet valid",
+                with(&|c| c["nbf"] = json!(now + 3600)),
+                |e| matches!(e, OidcError::NotYetValid),
+            ),
+            (
+                "wrong issuer",
+                with(&|c| c["iss"] = json!("https://evil.example")),
+                |e| matches!(e, OidcError::Issuer),
+            ),
+            (
+                "wrong audience",
+                with(&|c| c["aud"] = json!("someone-else")),
+                |e| matches!(e, OidcError::Audience),
+            ),
+            (
+                "no expiry",
+                with(&|c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                }),
+                |e| matches!(e, OidcError::MissingClaim(_)),
+            ),
+            (
+                "no Aina role",
+                with(&|c| c["roles"] = json!(["offline_access"])),
+                |e| matches!(e, OidcError::NoRole),
+            ),
+            (
+                "unknown kid",
+                signed(Algorithm::RS256, Some("rsa-9"), "rsa-1.pem", &claims()),
+                |e| matches!(e, OidcError::UnknownKey),
+            ),
+            ("garbage", "not.a.jwt".into(), |e| {
+                matches!(e, OidcError::Malformed)
+            }),
+            ("empty", String::new(), |e| {
+                matches!(e, OidcError::Malformed)
+            }),
+            ("huge", "a".repeat(MAX_TOKEN_BYTES + 1), |e| {
+                matches!(e, OidcError::Malformed)
+            }),
+        ];
+        for (what, token, expected) in cases {
+            match v.verify(&token).await {
+                Ok(p) => panic!("{what}: accepted as {p:?}"),
+                Err(e) => assert!(expected(&e), "{what}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn jwks_must_be_readable_and_https() {
+        let config = |jwks: &str| OidcConfig {
+            issuer: "i".into(),
+            audience: "a".into(),
+            jwks: jwks.into(),
+            role_claim: "roles".into(),
+            name_claim: "preferred_username".into(),
+        };
+        assert!(Verifier::new(&config("/nonexistent/jwks.json")).is_err());
+        assert!(Verifier::new(&config("http://sso.hospital.kz/certs")).is_err());
+        assert!(Verifier::new(&config("http://127.0.0.1:8080/certs")).is_ok());
+        assert!(Verifier::new(&config("https://sso.hospital.kz/certs")).is_ok());
+    }
+}

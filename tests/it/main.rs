@@ -10,6 +10,7 @@ mod interop;
 mod large;
 mod logs;
 mod nodes;
+mod oidc;
 mod qido;
 mod render;
 mod stow;
