@@ -1,0 +1,182 @@
+//! DICOMweb DELETE (admins): instance, series, study; counts follow, the
+//! objects and their thumbnails go, a second delete is 404, the same
+//! instance can be stored again, and each deleted instance is audited.
+
+use std::collections::BTreeMap;
+
+use aina::auth::audit::{Action, AuditFilter};
+use reqwest::StatusCode;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn delete_instance_series_study() {
+    let server = start().await;
+    // The study with most instances, with at least two series if any has.
+    let mut by_study: BTreeMap<&str, Vec<&aina_sample::Generated>> = BTreeMap::new();
+    for g in sample() {
+        by_study.entry(&g.study_instance_uid).or_default().push(g);
+    }
+    let (study, files) = by_study
+        .iter()
+        .max_by_key(|(_, f)| f.len())
+        .map(|(s, f)| (s.to_string(), f.clone()))
+        .unwrap();
+    assert!(files.len() >= 2, "a study with several instances");
+    let bytes: Vec<&[u8]> = files.iter().map(|g| g.bytes.as_slice()).collect();
+    let (status, _) = server.stow(&bytes).await;
+    assert_eq!(status, StatusCode::OK);
+    let other: Vec<&[u8]> = sample()
+        .iter()
+        .filter(|g| g.study_instance_uid != study)
+        .take(1)
+        .map(|g| g.bytes.as_slice())
+        .collect();
+    server.stow(&other).await;
+    let objects_before = server.store().list_instances().await.unwrap().len();
+    assert_eq!(objects_before, files.len() + other.len());
+
+    let count = |rows: &[serde_json::Value]| {
+        rows.iter()
+            .find(|r| string(r, "0020000D").as_deref() == Some(study.as_str()))
+            .and_then(|r| value(r, "00201208").cloned())
+    };
+    let del = |path: String| {
+        let client = server.client.clone();
+        async move { client.delete(path).send().await.unwrap().status() }
+    };
+
+    // One instance.
+    let first = files[0];
+    let instance_path = format!(
+        "{}/studies/{study}/series/{}/instances/{}",
+        server.dicomweb, first.series_instance_uid, first.sop_instance_uid
+    );
+    // Its thumbnail exists (made on request) before the delete.
+    let thumb = server
+        .get(
+            &format!(
+                "/studies/{study}/series/{}/instances/{}/thumbnail",
+                first.series_instance_uid, first.sop_instance_uid
+            ),
+            "image/jpeg",
+        )
+        .await;
+    assert_eq!(thumb.status(), StatusCode::OK);
+    // The stored thumbnail (derived in the background after the store).
+    let derived = aina::render::derived::thumbnail_key(&sha256(&first.bytes));
+    for _ in 0..100 {
+        if server.store().size(&derived).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        server.store().size(&derived).await.is_ok(),
+        "derived before the delete"
+    );
+    assert_eq!(del(instance_path.clone()).await, StatusCode::NO_CONTENT);
+    assert!(
+        server.store().size(&derived).await.is_err(),
+        "derived objects go too"
+    );
+    assert_eq!(
+        del(instance_path.clone()).await,
+        StatusCode::NOT_FOUND,
+        "already gone"
+    );
+    let res = server
+        .get(
+            &format!(
+                "/studies/{study}/series/{}/instances/{}",
+                first.series_instance_uid, first.sop_instance_uid
+            ),
+            "multipart/related; type=\"application/dicom\"",
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let thumb = server
+        .get(
+            &format!(
+                "/studies/{study}/series/{}/instances/{}/thumbnail",
+                first.series_instance_uid, first.sop_instance_uid
+            ),
+            "image/jpeg",
+        )
+        .await;
+    assert_eq!(thumb.status(), StatusCode::NOT_FOUND);
+    let rows = server.qido("/studies").await;
+    assert_eq!(count(&rows), Some(serde_json::json!(files.len() - 1)));
+    assert_eq!(
+        server.store().list_instances().await.unwrap().len(),
+        objects_before - 1,
+        "the object is gone"
+    );
+
+    // A series under the wrong study: 404, nothing removed.
+    let second = files[1];
+    let wrong = format!(
+        "{}/studies/1.2.3.999/series/{}",
+        server.dicomweb, second.series_instance_uid
+    );
+    assert_eq!(del(wrong).await, StatusCode::NOT_FOUND);
+    // Bad UIDs in the path: 400.
+    assert_eq!(
+        del(format!("{}/studies/not-a-uid", server.dicomweb)).await,
+        StatusCode::BAD_REQUEST
+    );
+
+    // The whole study.
+    assert_eq!(
+        del(format!("{}/studies/{study}", server.dicomweb)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(count(&server.qido("/studies").await), None);
+    assert_eq!(
+        server.store().list_instances().await.unwrap().len(),
+        other.len(),
+        "only the other study's object is left"
+    );
+    assert_eq!(
+        server
+            .get(&format!("/studies/{study}/thumbnail"), "image/jpeg")
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Stored again after the delete: a new instance, served as before.
+    let (status, _) = server.stow(&[first.bytes.as_slice()]).await;
+    assert_eq!(status, StatusCode::OK);
+    let got = server
+        .retrieve_original(&format!(
+            "/studies/{study}/series/{}/instances/{}",
+            first.series_instance_uid, first.sop_instance_uid
+        ))
+        .await;
+    assert_eq!(sha256(&got[0]), sha256(&first.bytes));
+
+    let state = &server.server.state;
+    state.audit.flush().await;
+    let deleted = state
+        .audit_log
+        .search(&AuditFilter {
+            action: Some(Action::Delete),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // One event per instance deleted (1, then the rest of the study), plus
+    // the refused ones (404 and 400, one event each).
+    let ok = deleted
+        .iter()
+        .filter(|r| r.event.status == Some(204))
+        .count();
+    assert_eq!(ok, files.len());
+    assert!(
+        deleted
+            .iter()
+            .filter(|r| r.event.status == Some(204))
+            .all(|r| r.event.patient_id.is_some() && r.event.sop_uid.is_some())
+    );
+}
