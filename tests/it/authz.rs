@@ -528,3 +528,58 @@ async fn count_studies(server: &TestServer, token: &str) -> usize {
         .unwrap();
     res.json::<Vec<Value>>().await.map_or(0, |v| v.len())
 }
+
+/// Audit events leave as DICOM audit messages: over syslog (UDP, RFC 5424)
+/// as they happen, to a file, and from the stored log with `aina audit export`.
+#[tokio::test]
+async fn audit_messages_reach_syslog_and_files() {
+    let collector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = collector.local_addr().unwrap().port();
+    let server = common::start_with(|s| {
+        s.audit_export = Some(format!("syslog+udp://127.0.0.1:{port}"));
+    })
+    .await;
+    let res = server
+        .client
+        .get(format!("{}/studies?PatientID=KZ-77", server.dicomweb))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut buf = vec![0u8; 65_536];
+    let n = tokio::time::timeout(Duration::from_secs(10), collector.recv(&mut buf))
+        .await
+        .expect("a syslog message")
+        .unwrap();
+    let message = String::from_utf8_lossy(&buf[..n]);
+    assert!(message.starts_with("<85>1 "), "{message}");
+    assert!(message.contains(" aina - IHE+RFC-3881 - "), "{message}");
+    assert!(message.contains("<AuditMessage>") && message.contains(r#"csd-code="110112""#));
+    assert!(
+        message.contains(r#"ParticipantObjectID="KZ-77""#),
+        "{message}"
+    );
+
+    // The file export, and the same events re-created from the database.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.xml");
+    let server = common::start_with(|s| {
+        s.audit_export = Some(format!("file://{}", file.display()));
+    })
+    .await;
+    for _ in 0..3 {
+        server
+            .client
+            .get(format!("{}/studies", server.dicomweb))
+            .send()
+            .await
+            .unwrap();
+    }
+    server.server.state.audit.flush().await;
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert!(
+        text.lines()
+            .all(|l| l.starts_with("<AuditMessage>") && l.ends_with("</AuditMessage>"))
+    );
+}

@@ -204,4 +204,54 @@ async fn no_patient_data_or_secrets_in_logs() {
     ] {
         assert!(!log.contains(needle), "the log shows a {what}:\n{log}");
     }
+
+    // The operator's side, on the same archive: the audit log as DICOM audit
+    // messages, tokens and users listed, revoked, disabled.
+    let out_file = data.join("audit.xml");
+    let out = aina(
+        data,
+        &["audit", "export", "--out", out_file.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = std::fs::read_to_string(&out_file).unwrap();
+    assert!(exported.lines().count() >= 6, "{exported}");
+    assert!(exported.lines().all(|l| l.starts_with("<AuditMessage>")));
+    assert!(
+        exported.contains(PATIENT_ID),
+        "the audit log does name the patient"
+    );
+    assert!(!exported.contains(PASSWORD) && !exported.contains(secret));
+    let text = |args: &[&str]| {
+        let out = aina(data, args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = text(&["token", "list"]);
+    assert!(
+        listed.contains("logs-test") && listed.contains("last used"),
+        "{listed}"
+    );
+    assert!(!listed.contains(secret));
+    text(&["token", "revoke", "logs-test"]);
+    assert!(text(&["token", "list"]).contains("revoked"));
+    let out = aina(data, &["token", "revoke", "logs-test"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nothing left to revoke");
+    text(&["user", "disable", "dr.aliya"]);
+    assert!(text(&["user", "list"]).contains("dr.aliya\tadmin\tdisabled"));
+    let out = aina(data, &["user", "add", "x", "--role", "root"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "unknown role refused");
 }
