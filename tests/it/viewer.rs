@@ -198,3 +198,64 @@ async fn viewer_end_to_end_in_headless_chromium() {
     }
     assert!(failed.is_empty(), "failed:\n{}", failed.join("\n"));
 }
+
+/// Signing in through the viewer (`tests/e2e/signin.auth.mjs`) on a server
+/// with authentication on.
+#[tokio::test]
+async fn viewer_sign_in_in_headless_chromium() {
+    let (Ok(chromium), Ok(playwright)) = (
+        std::env::var("AINA_TEST_CHROMIUM"),
+        std::env::var("AINA_TEST_PLAYWRIGHT"),
+    ) else {
+        eprintln!(
+            "SKIPPED: set AINA_TEST_CHROMIUM and AINA_TEST_PLAYWRIGHT to run the sign-in browser test"
+        );
+        return;
+    };
+    let srv = start_with(|s| s.auth = Some(true)).await;
+    let password = "correct horse battery staple";
+    srv.server
+        .state
+        .accounts
+        .create_user("dr.aliya", aina::auth::Role::Reader, password)
+        .await
+        .unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scratch = tempfile::tempdir().unwrap();
+    let screenshots = std::env::var_os("AINA_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| scratch.path().to_path_buf());
+    let run = tokio::process::Command::new("node")
+        .arg(repo.join("tests/e2e/signin.auth.mjs"))
+        .current_dir(repo)
+        .env("AINA_URL", &srv.root)
+        .env("AINA_PASSWORD", password)
+        .env("AINA_TEST_CHROMIUM", &chromium)
+        .env("NODE_PATH", Path::new(&playwright).join("node_modules"))
+        .env("AINA_SCREENSHOTS", &screenshots)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .expect("the sign-in browser test timed out")
+        .unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{output}");
+    assert!(out.status.success(), "{output}");
+    // Each sign-in is in the audit log, the failed one too.
+    let state = &srv.server.state;
+    state.audit.flush().await;
+    let events = state
+        .audit_log
+        .search(&aina::auth::audit::AuditFilter::default())
+        .await
+        .unwrap();
+    use aina::auth::audit::Action;
+    let count = |a: Action| events.iter().filter(|r| r.event.action == a).count();
+    assert_eq!((count(Action::Login), count(Action::LoginFailed)), (2, 1));
+    assert_eq!(count(Action::Logout), 1);
+}
