@@ -293,10 +293,12 @@ impl Server {
             .await
             .with_context(|| format!("binding DICOM to {}", state.config.dicom))?;
         let dicom_addr = dicom.local_addr()?;
+        let slots = crate::dimse::association_slots(&state.config);
         background.push(tokio::spawn(crate::dimse::serve(
             dicom,
             state.clone(),
             None,
+            slots.clone(),
         )));
         tracing::info!(%dicom_addr, ae_title = state.config.ae_title, "DICOM listening");
         let dicom_tls_addr = match (state.config.dicom_tls, &tls) {
@@ -309,6 +311,7 @@ impl Server {
                     listener,
                     state.clone(),
                     Some(tls.dicom.clone()),
+                    slots,
                 )));
                 tracing::info!(
                     dicom_tls_addr = %bound,
@@ -336,6 +339,8 @@ impl Server {
         for task in &self.background {
             task.abort();
         }
+        // Whatever refusals were queued without waiting are written too.
+        self.state.audit.flush().await;
         result.context("server task")??;
         Ok(())
     }

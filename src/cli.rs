@@ -407,6 +407,31 @@ async fn audit(action: AuditAction) -> anyhow::Result<std::process::ExitCode> {
         written += page.len() as u64;
     }
     sink.flush()?;
+    // Reading the audit log is itself audited (PS3.15 A.5.3.2 Audit Log Used).
+    let operator = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "operator".to_owned());
+    db.audit_log
+        .append(&[crate::auth::audit::AuditEvent {
+            time_ms: crate::index::sql::now_ms(),
+            actor: operator,
+            role: None,
+            method: crate::auth::Method::Cli,
+            source: "local".to_owned(),
+            action: crate::auth::audit::Action::AuditRead,
+            outcome: crate::auth::audit::Outcome::Success,
+            status: None,
+            patient_id: None,
+            study_uid: None,
+            series_uid: None,
+            sop_uid: None,
+            detail: Some(format!(
+                "aina audit export{}{}: {written} events",
+                since_ms.map_or(String::new(), |ms| format!(" --since-ms {ms}")),
+                until_ms.map_or(String::new(), |ms| format!(" --until-ms {ms}")),
+            )),
+        }])
+        .await?;
     eprintln!("{written} audit messages written");
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -56,7 +56,7 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub dicom_peer: Vec<String>,
-    /// Calling AE titles allowed to associate, AET[@CIDR][:ROLE] (repeatable).
+    /// Calling AE titles allowed to associate, `AET[@CIDR][:ROLE]` (repeatable).
     /// When any is given, only these and the `--dicom-peer` AE titles may
     /// associate; when none is, any calling AE title may (default). ROLE is
     /// `ingest` (C-STORE and C-ECHO only) or `reader` (the default: also

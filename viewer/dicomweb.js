@@ -177,8 +177,14 @@ export class DicomWeb {
   }
 }
 
+let signingIn = false;
+
 /** Goes to the sign-in page, which returns to the current page afterwards. */
 export function signIn() {
+  // Several requests fail with 401 at once (who am I, the list, frames): one
+  // navigation, not a later one aborting the first.
+  if (signingIn) return;
+  signingIn = true;
   const next = location.pathname + location.search;
   location.assign(`/login?next=${encodeURIComponent(next)}`);
 }

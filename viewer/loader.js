@@ -4,7 +4,7 @@
 // parsing and histograms happen in the workers. (Previews are plain <img>
 // elements: the browser fetches and decodes them.)
 
-import { DicomWebError } from './dicomweb.js';
+import { DicomWebError, signIn } from './dicomweb.js';
 
 /** Frames kept decoded in memory (a 4096×3328 mammogram is 27 MB). */
 const CACHE_BYTES = 512 * 1024 * 1024;
@@ -111,6 +111,9 @@ export class Loader {
       this.store(job.key, data);
       job.resolve(data);
     } else {
+      // The session ended while reading: sign in again, as every other
+      // request does (the workers cannot navigate).
+      if (data.status === 401) signIn();
       job.reject(new DicomWebError(data.kind, data.status, data.message));
     }
     this.pump();

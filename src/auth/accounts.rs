@@ -363,7 +363,14 @@ where
             Some(u) => u,
             None => (String::new(), dummy_hash().await.to_owned(), true),
         };
-        let password = &password[..password.len().min(MAX_PASSWORD_BYTES)];
+        // An over-long password cannot be anyone's (it was looked up as no
+        // user): verify an empty one instead, the same work, rather than cut
+        // it, which could split a character.
+        let password = if password.len() <= MAX_PASSWORD_BYTES {
+            password
+        } else {
+            ""
+        };
         if !verify_password(password, &hash).await || disabled {
             return Ok(None);
         }
@@ -571,5 +578,146 @@ where
             role: role_of(&row.try_get::<String, _>("role").map_err(IndexError::from)?)?,
             method: super::Method::Token,
         }))
+    }
+}
+
+/// Limits and timings the shared suite (`auth::tests`) does not reach: the
+/// password length bound at login, token expiry and the `last_used_at`
+/// throttle, on SQLite and, when the environment names a server, PostgreSQL.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    /// Runs `UPDATE api_tokens SET {column} = $1 WHERE id = $2` on the backend.
+    trait SetTokenColumn: AsyncFn(&'static str, i64, &str) {}
+    impl<F: AsyncFn(&'static str, i64, &str)> SetTokenColumn for F {}
+
+    async fn limits(accounts: &dyn Accounts, set: impl SetTokenColumn) {
+        // The unknown-user path does real Argon2 work: the dummy is a real hash.
+        assert!(dummy_hash().await.starts_with("$argon2id$"));
+
+        // 1024 bytes is the most a password may have, counted in bytes.
+        let longest = "ж".repeat(MAX_PASSWORD_BYTES / 2);
+        accounts
+            .create_user("long.pass", Role::Reader, &longest)
+            .await
+            .unwrap();
+        assert!(matches!(
+            accounts
+                .create_user("longer.pass", Role::Reader, &format!("{longest}x"))
+                .await,
+            Err(AccountError::Invalid(_))
+        ));
+        assert!(
+            accounts
+                .login("long.pass", &longest, DAY)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Over the limit, with byte 1024 inside a character: refused, not a panic.
+        for password in [format!("x{longest}"), format!("{longest}x")] {
+            for user in ["long.pass", "nobody"] {
+                assert!(
+                    accounts
+                        .login(user, &password, DAY)
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+            }
+        }
+
+        // A token past its expiry is refused, and listed as it is.
+        let t = accounts
+            .create_token("modality", Role::Ingest, DAY)
+            .await
+            .unwrap();
+        assert!(accounts.check_token(&t.token).await.unwrap().is_some());
+        let last_used = |infos: Vec<TokenInfo>| {
+            infos
+                .into_iter()
+                .find(|i| i.id == t.info.id)
+                .and_then(|i| i.last_used_at_ms)
+        };
+        let first = last_used(accounts.tokens().await.unwrap()).expect("use recorded");
+        // Within a minute the use is not written again ...
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(accounts.check_token(&t.token).await.unwrap().is_some());
+        assert_eq!(last_used(accounts.tokens().await.unwrap()), Some(first));
+        // ... after one it is.
+        set("last_used_at", first - TOKEN_TOUCH_MS - 1, &t.info.id).await;
+        assert!(accounts.check_token(&t.token).await.unwrap().is_some());
+        assert!(last_used(accounts.tokens().await.unwrap()).is_some_and(|at| at >= first));
+
+        set("expires_at", now_ms() - 1, &t.info.id).await;
+        assert!(accounts.check_token(&t.token).await.unwrap().is_none());
+        let listed = accounts.tokens().await.unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|i| i.id == t.info.id && i.expires_at_ms < now_ms())
+        );
+
+        // The longest lifetime is accepted, one second more is not.
+        let longest_life = *TOKEN_LIFETIME.end();
+        assert!(
+            accounts
+                .create_token("x", Role::Reader, longest_life)
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            accounts
+                .create_token("x", Role::Reader, longest_life + Duration::from_secs(1))
+                .await,
+            Err(AccountError::Invalid(_))
+        ));
+        assert!(matches!(
+            accounts.create_token("bad\nname", Role::Reader, DAY).await,
+            Err(AccountError::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn limits_on_sqlite() {
+        let db = crate::index::sqlite::SqliteIndex::open("sqlite::memory:")
+            .await
+            .unwrap();
+        let set = async |column: &'static str, value: i64, id: &str| {
+            let sql = format!("UPDATE api_tokens SET {column} = $1 WHERE id = $2");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(value)
+                .bind(id)
+                .execute(&db.writer)
+                .await
+                .unwrap();
+        };
+        limits(&db, set).await;
+    }
+
+    #[tokio::test]
+    async fn limits_on_postgres() {
+        let Some(test_db) = crate::testing::TestDatabase::create("account limits").await else {
+            return;
+        };
+        let db = crate::index::postgres::PgIndex::open(test_db.url())
+            .await
+            .unwrap();
+        let set = async |column: &'static str, value: i64, id: &str| {
+            let sql = format!("UPDATE api_tokens SET {column} = $1 WHERE id = $2");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(value)
+                .bind(id)
+                .execute(&db.writer)
+                .await
+                .unwrap();
+        };
+        limits(&db, set).await;
+        db.close().await;
     }
 }

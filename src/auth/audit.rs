@@ -3,10 +3,13 @@
 //! and DELETE) and, when configured, exported as DICOM audit messages
 //! (PS3.15 A.5, the IHE ATNA format).
 
+use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Method, Role};
 use crate::index::IndexError;
@@ -253,30 +256,38 @@ where
 const QUEUE: usize = 10_000;
 /// Events written in one transaction, at most.
 const BATCH: usize = 500;
+/// The pause after a failed write; it doubles on each failure, up to
+/// `MAX_PAUSE`, so a database that is down is not hammered.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(10);
 
 enum Job {
-    Event(Box<AuditEvent>),
+    /// An event, and who waits for it to be in the database.
+    Event(Box<AuditEvent>, Option<oneshot::Sender<()>>),
     /// Answered once every event queued before it is written.
-    Flush(tokio::sync::oneshot::Sender<()>),
+    Flush(oneshot::Sender<()>),
 }
 
-/// The audit writer: events are queued and written in batches by one task,
-/// so a request waits for the database only when the queue is full. Nothing
-/// is dropped: a failed write is retried until it succeeds.
+/// The audit writer: events are queued and written in batches by one task;
+/// a request waits until the batch holding its event is in the database
+/// (group commit: requests running together share one transaction), so what
+/// it read or wrote is on record before its answer leaves. Nothing is
+/// dropped: a failed write is retried until it succeeds.
 #[derive(Clone)]
 pub struct Audit {
-    queue: tokio::sync::mpsc::Sender<Job>,
+    queue: mpsc::Sender<Job>,
 }
 
 impl Audit {
     /// Starts the writer (and the export named by `config.audit_export`).
     pub fn start(log: Arc<dyn AuditLog>, config: &crate::config::Config) -> anyhow::Result<Audit> {
+        let host = hostname();
         let export = match &config.audit_export {
-            Some(url) => Some(Export::open(url)?),
+            Some(url) => Some(Export::open(url, &host)?),
             None => None,
         };
-        let source_id = source_id(config);
-        let (queue, jobs) = tokio::sync::mpsc::channel(QUEUE);
+        let source_id = format!("{}@{host}", config.ae_title);
+        let (queue, jobs) = mpsc::channel(QUEUE);
         tokio::spawn(write_loop(log, jobs, export, source_id));
         Ok(Audit { queue })
     }
@@ -285,28 +296,41 @@ impl Audit {
     /// records.
     #[cfg(test)]
     pub fn detached() -> Audit {
-        let (queue, _) = tokio::sync::mpsc::channel(1);
+        let (queue, _) = mpsc::channel(1);
         Audit { queue }
     }
 
-    /// Queues an event (waits only when the queue is full).
+    /// Records an event; returns once it is in the database.
     pub async fn record(&self, event: AuditEvent) {
-        if self.queue.send(Job::Event(Box::new(event))).await.is_err() {
+        let (done, written) = oneshot::channel();
+        if self
+            .queue
+            .send(Job::Event(Box::new(event), Some(done)))
+            .await
+            .is_err()
+        {
             tracing::error!("audit writer is gone; an audit event was not recorded");
+            return;
         }
+        let _ = written.await;
     }
 
     /// Queues an event from code that cannot wait (DICOM access control);
     /// says so in the log if the queue is full.
     pub fn record_now(&self, event: AuditEvent) {
-        if self.queue.try_send(Job::Event(Box::new(event))).is_err() {
+        if self
+            .queue
+            .try_send(Job::Event(Box::new(event), None))
+            .is_err()
+        {
             tracing::error!("audit queue full or writer gone; an audit event was not recorded");
         }
     }
 
-    /// Returns once every event recorded before the call is written.
+    /// Returns once every event recorded before the call is written (and
+    /// handed to the export, if any).
     pub async fn flush(&self) {
-        let (done, wait) = tokio::sync::oneshot::channel();
+        let (done, wait) = oneshot::channel();
         if self.queue.send(Job::Flush(done)).await.is_ok() {
             let _ = wait.await;
         }
@@ -315,18 +339,23 @@ impl Audit {
 
 async fn write_loop(
     log: Arc<dyn AuditLog>,
-    mut jobs: tokio::sync::mpsc::Receiver<Job>,
+    mut jobs: mpsc::Receiver<Job>,
     mut export: Option<Export>,
     source_id: String,
 ) {
     let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
-    let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut recorders: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(job) = jobs.recv().await {
         let mut next = Some(job);
-        // Take what is already queued, up to a batch.
+        // Take what is already queued, up to a batch: one transaction for a
+        // burst, no waiting when it is quiet.
         while let Some(job) = next.take() {
             match job {
-                Job::Event(e) => batch.push(*e),
+                Job::Event(e, done) => {
+                    batch.push(*e);
+                    recorders.extend(done);
+                }
                 Job::Flush(done) => waiting.push(done),
             }
             if batch.len() < BATCH {
@@ -334,11 +363,15 @@ async fn write_loop(
             }
         }
         if !batch.is_empty() {
-            let mut pause = std::time::Duration::from_millis(100);
+            let mut pause = FIRST_PAUSE;
             while let Err(e) = log.append(&batch).await {
                 tracing::error!(error = %e, events = batch.len(), "writing audit events failed; retrying");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(10));
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            // Recorders wait for the database, not for a slow collector.
+            for done in recorders.drain(..) {
+                let _ = done.send(());
             }
             if let Some(out) = &mut export {
                 out.send(&batch, &source_id).await;
@@ -356,36 +389,63 @@ pub fn source_id(config: &crate::config::Config) -> String {
     format!("{}@{}", config.ae_title, hostname())
 }
 
+/// This machine's name, as RFC 5424 allows it in HEADER (printable ASCII, no
+/// spaces, at most 255 characters).
 fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
+    let name: String = std::fs::read_to_string("/etc/hostname")
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
 }
 
+/// How long a syslog collector over TCP gets to accept a connection, or a
+/// batch of messages.
+const COLLECTOR_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a collector failed, how long before connecting again: a collector
+/// that is down costs the writer one timeout per period, not one per batch,
+/// so the audit log itself is not held up.
+const RECONNECT_AFTER: Duration = Duration::from_secs(30);
+
 /// Where DICOM audit messages go as they happen.
-enum Export {
+struct Export {
+    sink: Sink,
+    /// HOSTNAME of the syslog messages.
+    hostname: String,
+    /// Events not exported since the collector went away (they are in the
+    /// database; `aina audit export` re-creates their messages).
+    missed: u64,
+}
+
+enum Sink {
     File(tokio::fs::File),
     Udp(tokio::net::UdpSocket),
     Tcp {
         address: String,
         stream: Option<tokio::net::TcpStream>,
+        /// No connection is tried before this.
+        retry_at: Option<tokio::time::Instant>,
     },
 }
 
 impl Export {
-    fn open(url: &str) -> anyhow::Result<Export> {
+    fn open(url: &str, hostname: &str) -> anyhow::Result<Export> {
         use anyhow::Context;
-        if let Some(path) = url.strip_prefix("file://") {
+        let sink = if let Some(path) = url.strip_prefix("file://") {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .with_context(|| format!("opening the audit export file {path}"))?;
-            return Ok(Export::File(tokio::fs::File::from_std(file)));
-        }
-        if let Some(address) = url.strip_prefix("syslog+udp://") {
+            Sink::File(tokio::fs::File::from_std(file))
+        } else if let Some(address) = url.strip_prefix("syslog+udp://") {
             let socket = std::net::UdpSocket::bind(if address.starts_with('[') {
                 "[::]:0"
             } else {
@@ -395,59 +455,128 @@ impl Export {
                 .connect(address)
                 .with_context(|| format!("audit syslog collector {address}"))?;
             socket.set_nonblocking(true)?;
-            return Ok(Export::Udp(tokio::net::UdpSocket::from_std(socket)?));
-        }
-        if let Some(address) = url.strip_prefix("syslog+tcp://") {
-            return Ok(Export::Tcp {
+            Sink::Udp(tokio::net::UdpSocket::from_std(socket)?)
+        } else if let Some(address) = url.strip_prefix("syslog+tcp://") {
+            Sink::Tcp {
                 address: address.to_owned(),
                 stream: None,
-            });
-        }
-        anyhow::bail!("unsupported audit export {url:?}")
+                retry_at: None,
+            }
+        } else {
+            anyhow::bail!("unsupported audit export {url:?}")
+        };
+        Ok(Export {
+            sink,
+            hostname: hostname.to_owned(),
+            missed: 0,
+        })
     }
 
-    /// Sends a batch; a collector that is down loses the export (the events
-    /// are in the database, and `aina audit export` re-creates the messages).
+    /// Sends a batch. The export is a copy: what a collector that is down
+    /// misses stays in the database, and is said in the log.
     async fn send(&mut self, batch: &[AuditEvent], source_id: &str) {
         use tokio::io::AsyncWriteExt;
-        let result: std::io::Result<()> = async {
-            match self {
-                Export::File(file) => {
-                    let mut text = String::new();
-                    for e in batch {
-                        text.push_str(&audit_message(e, source_id));
-                        text.push('\n');
-                    }
-                    file.write_all(text.as_bytes()).await?;
-                    file.flush().await
+        let hostname = self.hostname.as_str();
+        let result: std::io::Result<()> = match &mut self.sink {
+            Sink::File(file) => {
+                let mut text = String::new();
+                for e in batch {
+                    text.push_str(&audit_message(e, source_id));
+                    text.push('\n');
                 }
-                Export::Udp(socket) => {
-                    for e in batch {
-                        socket.send(syslog(e, source_id).as_bytes()).await?;
-                    }
-                    Ok(())
-                }
-                Export::Tcp { address, stream } => {
-                    if stream.is_none() {
-                        *stream = Some(tokio::net::TcpStream::connect(address.as_str()).await?);
-                    }
-                    let Some(s) = stream.as_mut() else {
-                        return Ok(());
-                    };
-                    for e in batch {
-                        // RFC 6587 octet counting.
-                        let message = syslog(e, source_id);
-                        let framed = format!("{} {message}", message.len());
-                        if let Err(err) = s.write_all(framed.as_bytes()).await {
-                            *stream = None;
-                            return Err(err);
-                        }
-                    }
-                    Ok(())
+                match file.write_all(text.as_bytes()).await {
+                    Ok(()) => file.flush().await,
+                    Err(e) => Err(e),
                 }
             }
-        }
-        .await;
+            Sink::Udp(socket) => {
+                // One datagram per message; one that cannot go (too large,
+                // nobody listening) does not stop the others.
+                let mut result = Ok(());
+                for e in batch {
+                    if let Err(err) = socket.send(syslog(e, hostname, source_id).as_bytes()).await {
+                        result = Err(err);
+                    }
+                }
+                result
+            }
+            Sink::Tcp {
+                address,
+                stream,
+                retry_at,
+            } => {
+                let now = tokio::time::Instant::now();
+                if stream.is_none() && retry_at.is_some_and(|at| now < at) {
+                    self.missed += batch.len() as u64;
+                    return;
+                }
+                if stream.is_none() {
+                    match tokio::time::timeout(
+                        COLLECTOR_TIMEOUT,
+                        tokio::net::TcpStream::connect(address.as_str()),
+                    )
+                    .await
+                    {
+                        Ok(Ok(connected)) => {
+                            *stream = Some(connected);
+                            *retry_at = None;
+                            if self.missed > 0 {
+                                tracing::warn!(
+                                    missed = self.missed,
+                                    "audit export resumed; the events it missed are in the \
+                                     database (aina audit export)"
+                                );
+                                self.missed = 0;
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            *retry_at = Some(now + RECONNECT_AFTER);
+                            self.missed += batch.len() as u64;
+                            tracing::warn!(error = %e, events = batch.len(), "audit syslog collector unreachable; the events are in the database");
+                            return;
+                        }
+                        Err(_) => {
+                            *retry_at = Some(now + RECONNECT_AFTER);
+                            self.missed += batch.len() as u64;
+                            tracing::warn!(
+                                events = batch.len(),
+                                "audit syslog collector did not answer; the events are in the database"
+                            );
+                            return;
+                        }
+                    }
+                }
+                // RFC 6587 octet counting: MSG-LEN SP SYSLOG-MSG.
+                let mut frames = Vec::new();
+                for e in batch {
+                    let message = syslog(e, hostname, source_id);
+                    frames.extend_from_slice(format!("{} ", message.len()).as_bytes());
+                    frames.extend_from_slice(message.as_bytes());
+                }
+                let written = match stream.as_mut() {
+                    Some(s) => tokio::time::timeout(COLLECTOR_TIMEOUT, s.write_all(&frames)).await,
+                    None => Ok(Ok(())),
+                };
+                match written {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => {
+                        *stream = None;
+                        *retry_at = Some(now + RECONNECT_AFTER);
+                        self.missed += batch.len() as u64;
+                        Err(e)
+                    }
+                    Err(_) => {
+                        *stream = None;
+                        *retry_at = Some(now + RECONNECT_AFTER);
+                        self.missed += batch.len() as u64;
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the collector took no data",
+                        ))
+                    }
+                }
+            }
+        };
         if let Err(e) = result {
             tracing::warn!(error = %e, events = batch.len(), "audit export failed; the events are in the database");
         }
@@ -455,12 +584,12 @@ impl Export {
 }
 
 /// An RFC 5424 syslog message carrying a DICOM audit message, as IHE ATNA
-/// (ITI-20) sends it: facility 10 (security/authorization), severity notice.
-fn syslog(event: &AuditEvent, source_id: &str) -> String {
+/// (ITI-20) sends it: facility 10 (security/authorization), severity notice,
+/// MSGID `IHE+RFC-3881`, the XML as MSG after a byte order mark.
+fn syslog(event: &AuditEvent, hostname: &str, source_id: &str) -> String {
     format!(
-        "<85>1 {} {} aina - IHE+RFC-3881 - \u{feff}{}",
+        "<85>1 {} {hostname} aina - IHE+RFC-3881 - \u{feff}{}",
         rfc3339(event.time_ms),
-        hostname(),
         audit_message(event, source_id)
     )
 }
@@ -488,195 +617,467 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
-/// A DICOM Audit Message (PS3.15 A.5.1) for one event, one line of XML.
-pub fn audit_message(event: &AuditEvent, source_id: &str) -> String {
-    use quick_xml::Writer;
-    use quick_xml::events::{BytesEnd, BytesStart, Event};
+/// A coded value (PS3.15 A.5.1 `CodedValueType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Code {
+    code: &'static str,
+    system: &'static str,
+    meaning: &'static str,
+}
 
-    // (EventID code, its meaning), EventActionCode, and an EventTypeCode.
-    let (id, action, kind): ((&str, &str), &str, Option<(&str, &str)>) = match event.action {
-        Action::Query => (("110112", "Query"), "E", None),
-        Action::Retrieve | Action::Render => (("110103", "DICOM Instances Accessed"), "R", None),
-        Action::Store => (("110104", "DICOM Instances Transferred"), "C", None),
-        Action::Delete => (("110103", "DICOM Instances Accessed"), "D", None),
-        Action::Login | Action::LoginFailed => (
-            ("110114", "User Authentication"),
-            "E",
-            Some(("110122", "Login")),
+const fn dcm(code: &'static str, meaning: &'static str) -> Code {
+    Code {
+        code,
+        system: "DCM",
+        meaning,
+    }
+}
+
+const fn rfc3881(code: &'static str, meaning: &'static str) -> Code {
+    Code {
+        code,
+        system: "RFC-3881",
+        meaning,
+    }
+}
+
+// Event IDs (PS3.16 CID 400) and event types (CID 401, 403).
+const AUDIT_LOG_USED: Code = dcm("110101", "Audit Log Used");
+const INSTANCES_ACCESSED: Code = dcm("110103", "DICOM Instances Accessed");
+const INSTANCES_TRANSFERRED: Code = dcm("110104", "DICOM Instances Transferred");
+const STUDY_DELETED: Code = dcm("110105", "DICOM Study Deleted");
+const QUERY: Code = dcm("110112", "Query");
+const SECURITY_ALERT: Code = dcm("110113", "Security Alert");
+const USER_AUTHENTICATION: Code = dcm("110114", "User Authentication");
+const LOGIN: Code = dcm("110122", "Login");
+const LOGOUT: Code = dcm("110123", "Logout");
+const NODE_AUTHENTICATION: Code = dcm("110126", "Node Authentication");
+const RESTRICTED_FUNCTION: Code = dcm("110132", "Use of Restricted Function");
+const USER_ATTRIBUTES_CHANGED: Code = dcm("110137", "User Security Attributes Changed");
+// Participant roles (CID 402).
+const DESTINATION: Code = dcm("110152", "Destination Role ID");
+const SOURCE: Code = dcm("110153", "Source Role ID");
+// Participant object ID types (A.5.1.2.4, CID 404).
+const PATIENT_NUMBER: Code = rfc3881("2", "Patient Number");
+const SEARCH_CRITERIA: Code = rfc3881("10", "Search Criteria");
+const URI: Code = rfc3881("12", "URI");
+const STUDY_INSTANCE_UID: Code = dcm("110180", "Study Instance UID");
+const NODE_ID: Code = dcm("110182", "Node ID");
+/// Aina's roles, a local coding scheme (PS3.16 8.2: `99` names a private one).
+const ROLE_SCHEME: &str = "99AINA";
+
+/// What a message names besides its active participants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// Nothing (authentication).
+    Nothing,
+    /// The patient and study of the instances.
+    Data,
+    /// The query, and the patient and study it names.
+    Query,
+    /// The audit log.
+    AuditLog,
+    /// What a security alert is about, and the patient and study if any.
+    Alert,
+}
+
+/// How one event is told (PS3.15 A.5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    id: Code,
+    /// EventActionCode: C, R, U, D or E.
+    action: &'static str,
+    kind: Option<Code>,
+    /// The requestor's part in a transfer or query (Source, Destination).
+    requestor: Option<Code>,
+    /// This archive's part.
+    archive: Option<Code>,
+    subject: Subject,
+}
+
+fn plain(
+    id: Code,
+    action: &'static str,
+    requestor: Option<Code>,
+    archive: Option<Code>,
+    subject: Subject,
+) -> Shape {
+    Shape {
+        id,
+        action,
+        kind: None,
+        requestor,
+        archive,
+        subject,
+    }
+}
+
+fn typed(id: Code, kind: Code, subject: Subject) -> Shape {
+    Shape {
+        id,
+        action: "E",
+        kind: Some(kind),
+        requestor: None,
+        archive: None,
+        subject,
+    }
+}
+
+/// The DICOM audit message an event is (A.5.3): transfers are Instances
+/// Transferred (stores create, retrieves read), rendering is Instances
+/// Accessed, deleting a study is Study Deleted; anything refused, and the
+/// use of the administrator's functions, is a Security Alert.
+fn shape(event: &AuditEvent) -> Shape {
+    let changes = http_request(event).is_some_and(|(method, _)| method != "GET");
+    match (event.action, event.outcome) {
+        (Action::Login | Action::LoginFailed, _) => {
+            typed(USER_AUTHENTICATION, LOGIN, Subject::Nothing)
+        }
+        (Action::Logout, _) => typed(USER_AUTHENTICATION, LOGOUT, Subject::Nothing),
+        (Action::AssociationRefused, _) => {
+            typed(SECURITY_ALERT, NODE_AUTHENTICATION, Subject::Alert)
+        }
+        (_, Outcome::Refused) => typed(SECURITY_ALERT, RESTRICTED_FUNCTION, Subject::Alert),
+        (Action::Users | Action::Tokens, _) if changes => {
+            typed(SECURITY_ALERT, USER_ATTRIBUTES_CHANGED, Subject::Alert)
+        }
+        (Action::Users | Action::Tokens | Action::Other, _) => {
+            typed(SECURITY_ALERT, RESTRICTED_FUNCTION, Subject::Alert)
+        }
+        (Action::Query, _) => plain(QUERY, "E", Some(SOURCE), Some(DESTINATION), Subject::Query),
+        (Action::Store, _) => plain(
+            INSTANCES_TRANSFERRED,
+            "C",
+            Some(SOURCE),
+            Some(DESTINATION),
+            Subject::Data,
         ),
-        Action::Logout => (
-            ("110114", "User Authentication"),
-            "E",
-            Some(("110123", "Logout")),
+        (Action::Retrieve, _) => plain(
+            INSTANCES_TRANSFERRED,
+            "R",
+            // A C-MOVE's requestor is not where the instances go: its
+            // destination is a participant of its own.
+            move_destination(event).is_none().then_some(DESTINATION),
+            Some(SOURCE),
+            Subject::Data,
         ),
-        Action::AssociationRefused => (
-            ("110113", "Security Alert"),
-            "E",
-            Some(("110126", "Node Authentication")),
-        ),
-        Action::Users | Action::Tokens => (
-            ("110113", "Security Alert"),
-            "E",
-            Some(("110137", "User Security Attributes Changed")),
-        ),
-        Action::AuditRead => (("110101", "Audit Log Used"), "R", None),
-        Action::Other => (("110100", "Application Activity"), "E", None),
+        (Action::Render, _) => plain(INSTANCES_ACCESSED, "R", None, None, Subject::Data),
+        (Action::Delete, _) if event.series_uid.is_none() && event.sop_uid.is_none() => {
+            plain(STUDY_DELETED, "D", None, None, Subject::Data)
+        }
+        (Action::Delete, _) => plain(INSTANCES_ACCESSED, "D", None, None, Subject::Data),
+        (Action::AuditRead, _) => plain(AUDIT_LOG_USED, "R", None, None, Subject::AuditLog),
+    }
+}
+
+/// The method and target of an HTTP event (its detail is `GET /path?query`).
+fn http_request(event: &AuditEvent) -> Option<(&str, &str)> {
+    if event.method == Method::Dicom {
+        return None;
+    }
+    let (method, rest) = event.detail.as_deref()?.split_once(' ')?;
+    let target = rest.split(' ').next()?;
+    target.starts_with('/').then_some((method, target))
+}
+
+/// The Move Destination of a C-MOVE (its detail starts `C-MOVE to AE:`).
+fn move_destination(event: &AuditEvent) -> Option<&str> {
+    if event.method != Method::Dicom || event.action != Action::Retrieve {
+        return None;
+    }
+    let destination = event.detail.as_deref()?.strip_prefix("C-MOVE to ")?;
+    destination.split(':').next().filter(|d| !d.is_empty())
+}
+
+/// The SOP Class a C-FIND was on (its detail starts `C-FIND UID:`).
+fn find_model(event: &AuditEvent) -> Option<&str> {
+    if event.method != Method::Dicom {
+        return None;
+    }
+    let uid = event
+        .detail
+        .as_deref()?
+        .strip_prefix("C-FIND ")?
+        .split(':')
+        .next()?;
+    (!uid.is_empty() && uid.chars().all(|c| c.is_ascii_digit() || c == '.')).then_some(uid)
+}
+
+/// EventOutcomeDescription: how it ended, with its HTTP or DIMSE status.
+fn outcome_description(event: &AuditEvent) -> String {
+    let how = match event.outcome {
+        Outcome::Success => "succeeded",
+        Outcome::Refused => "refused",
+        Outcome::Failed => "failed",
     };
-    // A.5.1 EventOutcomeIndicator: 0 success, 4 minor failure (refused), 8
-    // serious failure.
+    match event.status {
+        Some(s) if event.method == Method::Dicom => format!("{how}: DIMSE status 0x{s:04X}"),
+        Some(s) => format!("{how}: status {s}"),
+        None => how.to_owned(),
+    }
+}
+
+/// A DICOM Audit Message (PS3.15 A.5) for one event, one line of XML.
+///
+/// The query of a Query message is what the audit log keeps (the HTTP
+/// request, or the C-FIND keys as text), not the C-FIND data set, so its
+/// participant object is identified as search criteria (A.5.3.10 note 2)
+/// rather than by SOP Class UID, which would promise the data set.
+pub fn audit_message(event: &AuditEvent, source_id: &str) -> String {
+    let shape = shape(event);
+    let alert = shape.id == SECURITY_ALERT;
+    let mut x = Xml(quick_xml::Writer::new(Vec::new()));
+    x.open("AuditMessage", &[]);
+
+    // A.5.1 EventOutcomeIndicator: 0 success, 4 minor failure (refused: the
+    // safeguard worked), 8 serious failure (the operation failed).
     let outcome = match event.outcome {
         Outcome::Success => "0",
         Outcome::Refused => "4",
         Outcome::Failed => "8",
     };
-    let mut w = Writer::new(Vec::new());
-    let start = |name: &str, attrs: &[(&str, &str)]| {
-        let mut e = BytesStart::new(name.to_owned());
-        for (k, v) in attrs {
-            e.push_attribute((*k, *v));
+    let time = rfc3339(event.time_ms);
+    x.open(
+        "EventIdentification",
+        &[
+            ("EventActionCode", shape.action),
+            ("EventDateTime", &time),
+            ("EventOutcomeIndicator", outcome),
+        ],
+    );
+    x.code("EventID", shape.id);
+    if let Some(kind) = shape.kind {
+        x.code("EventTypeCode", kind);
+    }
+    if event.outcome != Outcome::Success {
+        x.text("EventOutcomeDescription", &outcome_description(event));
+    }
+    x.close("EventIdentification");
+
+    // The requestor. In a security alert it is one of the "performing
+    // persons or processes", whose UserIsRequestor A.5.3.11 sets to false:
+    // the alert's requestor is this archive, which reports it.
+    let ae_titles = format!("AETITLES={}", event.actor);
+    let mut attrs = vec![("UserID", event.actor.as_str())];
+    if event.method == Method::Dicom {
+        attrs.push(("AlternativeUserID", &ae_titles));
+    }
+    attrs.push(("UserIsRequestor", if alert { "false" } else { "true" }));
+    if event.source.parse::<std::net::IpAddr>().is_ok() {
+        attrs.push(("NetworkAccessPointID", &event.source));
+        attrs.push(("NetworkAccessPointTypeCode", "2"));
+    }
+    x.open("ActiveParticipant", &attrs);
+    if let Some(part) = shape.requestor {
+        x.code("RoleIDCode", part);
+    }
+    if let Some(role) = event.role {
+        x.code(
+            "RoleIDCode",
+            Code {
+                code: role.as_str(),
+                system: ROLE_SCHEME,
+                meaning: role.as_str(),
+            },
+        );
+    }
+    x.close("ActiveParticipant");
+
+    // This archive.
+    let our_ae = source_id.split_once('@').map_or(source_id, |(ae, _)| ae);
+    let our_ae_titles = format!("AETITLES={our_ae}");
+    x.open(
+        "ActiveParticipant",
+        &[
+            ("UserID", source_id),
+            ("AlternativeUserID", &our_ae_titles),
+            ("UserIsRequestor", if alert { "true" } else { "false" }),
+        ],
+    );
+    if let Some(part) = shape.archive {
+        x.code("RoleIDCode", part);
+    }
+    x.close("ActiveParticipant");
+
+    // Where a C-MOVE sent the instances.
+    if let Some(destination) = move_destination(event) {
+        let titles = format!("AETITLES={destination}");
+        x.open(
+            "ActiveParticipant",
+            &[
+                ("UserID", destination),
+                ("AlternativeUserID", &titles),
+                ("UserIsRequestor", "false"),
+            ],
+        );
+        x.code("RoleIDCode", DESTINATION);
+        x.close("ActiveParticipant");
+    }
+
+    x.open("AuditSourceIdentification", &[("AuditSourceID", source_id)]);
+    // A.5.1.2.1: 4, an application server process.
+    x.empty("AuditSourceTypeCode", &[("csd-code", "4")]);
+    x.close("AuditSourceIdentification");
+
+    let target = http_request(event).map(|(_, target)| target);
+    let path = target.map(|t| t.split('?').next().unwrap_or(t));
+    match shape.subject {
+        Subject::Query => {
+            let id = find_model(event).or(path).unwrap_or("query");
+            x.object(id, "2", "3", SEARCH_CRITERIA);
+            if let Some(detail) = &event.detail {
+                x.base64("ParticipantObjectQuery", detail.as_bytes());
+            }
+            x.detail("QueryEncoding", "UTF-8");
+            x.close("ParticipantObjectIdentification");
         }
-        e
-    };
-    let code = |name: &str, csd: &str, code: &str, meaning: &str| {
-        start(
+        Subject::AuditLog => {
+            // A.5.3.2: the audit log, a security resource, by its URI.
+            x.object(target.unwrap_or("aina:audit-log"), "2", "13", URI);
+            x.text("ParticipantObjectName", "Security Audit Log");
+            x.close("ParticipantObjectIdentification");
+        }
+        Subject::Alert => {
+            // A.5.3.11: what the alert is about: the resource asked for over
+            // HTTP, else the node that asked.
+            match path {
+                Some(path) if event.action != Action::AssociationRefused => {
+                    x.object(path, "2", "13", URI)
+                }
+                _ => x.object(&event.source, "2", "13", NODE_ID),
+            }
+            let description = format!(
+                "{} {}; {}",
+                event.action.as_str(),
+                event.detail.as_deref().unwrap_or(""),
+                outcome_description(event)
+            );
+            x.detail("Alert Description", &description);
+            x.close("ParticipantObjectIdentification");
+        }
+        Subject::Data | Subject::Nothing => {}
+    }
+    if shape.subject != Subject::Nothing {
+        if let Some(study) = &event.study_uid {
+            // A system object (2), a report (3), by Study Instance UID.
+            x.object(study, "2", "3", STUDY_INSTANCE_UID);
+            if let Some(sop) = &event.sop_uid {
+                x.open("ParticipantObjectDescription", &[]);
+                x.open("SOPClass", &[("NumberOfInstances", "1")]);
+                x.empty("Instance", &[("UID", sop)]);
+                x.close("SOPClass");
+                x.close("ParticipantObjectDescription");
+            }
+            x.close("ParticipantObjectIdentification");
+        }
+        if let Some(patient) = &event.patient_id {
+            // A person (1), the patient (1), by Patient Number.
+            x.object(patient, "1", "1", PATIENT_NUMBER);
+            x.close("ParticipantObjectIdentification");
+        }
+    }
+    x.close("AuditMessage");
+    String::from_utf8(x.0.into_inner()).unwrap_or_default()
+}
+
+/// Writes a message into memory.
+struct Xml(quick_xml::Writer<Vec<u8>>);
+
+impl Xml {
+    fn write(&mut self, event: quick_xml::events::Event<'_>) {
+        // Writing into a Vec cannot fail.
+        let _ = self.0.write_event(event);
+    }
+
+    fn start(name: &str, attrs: &[(&str, &str)]) -> quick_xml::events::BytesStart<'static> {
+        let mut start = quick_xml::events::BytesStart::new(name.to_owned());
+        for (key, value) in attrs {
+            start.push_attribute((*key, xml_safe(value).as_ref()));
+        }
+        start
+    }
+
+    fn open(&mut self, name: &str, attrs: &[(&str, &str)]) {
+        self.write(quick_xml::events::Event::Start(Self::start(name, attrs)));
+    }
+
+    fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) {
+        self.write(quick_xml::events::Event::Empty(Self::start(name, attrs)));
+    }
+
+    fn close(&mut self, name: &str) {
+        self.write(quick_xml::events::Event::End(
+            quick_xml::events::BytesEnd::new(name),
+        ));
+    }
+
+    fn text(&mut self, name: &str, text: &str) {
+        self.open(name, &[]);
+        let text = xml_safe(text);
+        self.write(quick_xml::events::Event::Text(
+            quick_xml::events::BytesText::new(&text),
+        ));
+        self.close(name);
+    }
+
+    fn base64(&mut self, name: &str, bytes: &[u8]) {
+        self.text(name, &base64(bytes));
+    }
+
+    fn code(&mut self, name: &str, code: Code) {
+        self.empty(
             name,
             &[
-                ("csd-code", code),
-                ("codeSystemName", csd),
-                ("originalText", meaning),
+                ("csd-code", code.code),
+                ("codeSystemName", code.system),
+                ("originalText", code.meaning),
             ],
+        );
+    }
+
+    /// Opens a ParticipantObjectIdentification with its ID type code.
+    fn object(&mut self, id: &str, kind: &str, role: &str, id_type: Code) {
+        self.open(
+            "ParticipantObjectIdentification",
+            &[
+                ("ParticipantObjectID", id),
+                ("ParticipantObjectTypeCode", kind),
+                ("ParticipantObjectTypeCodeRole", role),
+            ],
+        );
+        self.code("ParticipantObjectIDTypeCode", id_type);
+    }
+
+    /// A ParticipantObjectDetail: its value is base64 (A.5.1 ValuePair).
+    fn detail(&mut self, kind: &str, value: &str) {
+        let value = base64(value.as_bytes());
+        self.empty(
+            "ParticipantObjectDetail",
+            &[("type", kind), ("value", &value)],
+        );
+    }
+}
+
+/// Text as XML 1.0 may carry it on one line: control characters (a line
+/// break in a user name a caller typed, a NUL) become U+FFFD, so that a
+/// message cannot be split into two lines of the export, and stays well-formed.
+fn xml_safe(text: &str) -> Cow<'_, str> {
+    let bad = |c: char| c.is_control() || matches!(c, '\u{fffe}' | '\u{ffff}');
+    if text.chars().any(bad) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if bad(c) { '\u{fffd}' } else { c })
+                .collect(),
         )
-    };
-    let time = rfc3339(event.time_ms);
-    let mut out = || -> std::io::Result<()> {
-        w.write_event(Event::Start(start("AuditMessage", &[])))?;
-        w.write_event(Event::Start(start(
-            "EventIdentification",
-            &[
-                ("EventActionCode", action),
-                ("EventDateTime", &time),
-                ("EventOutcomeIndicator", outcome),
-            ],
-        )))?;
-        w.write_event(Event::Empty(code("EventID", "DCM", id.0, id.1)))?;
-        if let Some((c, m)) = kind {
-            w.write_event(Event::Empty(code("EventTypeCode", "DCM", c, m)))?;
-        }
-        w.write_event(Event::End(BytesEnd::new("EventIdentification")))?;
-
-        let role = event.role.map(Role::as_str).unwrap_or("none");
-        w.write_event(Event::Start(start(
-            "ActiveParticipant",
-            &[
-                ("UserID", &event.actor),
-                ("AlternativeUserID", event.method.as_str()),
-                ("UserIsRequestor", "true"),
-                ("NetworkAccessPointID", &event.source),
-                ("NetworkAccessPointTypeCode", "2"),
-            ],
-        )))?;
-        w.write_event(Event::Empty(code("RoleIDCode", "aina", role, role)))?;
-        w.write_event(Event::End(BytesEnd::new("ActiveParticipant")))?;
-        w.write_event(Event::Start(start(
-            "ActiveParticipant",
-            &[("UserID", source_id), ("UserIsRequestor", "false")],
-        )))?;
-        w.write_event(Event::Empty(code(
-            "RoleIDCode",
-            "DCM",
-            "110153",
-            "Source Role ID",
-        )))?;
-        w.write_event(Event::End(BytesEnd::new("ActiveParticipant")))?;
-
-        w.write_event(Event::Start(start(
-            "AuditSourceIdentification",
-            &[("AuditSourceID", source_id)],
-        )))?;
-        w.write_event(Event::Empty(start(
-            "AuditSourceTypeCode",
-            &[("csd-code", "4"), ("codeSystemName", "DCM")],
-        )))?;
-        w.write_event(Event::End(BytesEnd::new("AuditSourceIdentification")))?;
-
-        if let Some(patient) = &event.patient_id {
-            // A.5.2.6: a person (1), the patient (role 1), by Patient Number (2).
-            w.write_event(Event::Start(start(
-                "ParticipantObjectIdentification",
-                &[
-                    ("ParticipantObjectID", patient),
-                    ("ParticipantObjectTypeCode", "1"),
-                    ("ParticipantObjectTypeCodeRole", "1"),
-                ],
-            )))?;
-            w.write_event(Event::Empty(start(
-                "ParticipantObjectIDTypeCode",
-                &[
-                    ("csd-code", "2"),
-                    ("codeSystemName", "RFC-3881"),
-                    ("originalText", "Patient Number"),
-                ],
-            )))?;
-            w.write_event(Event::End(BytesEnd::new("ParticipantObjectIdentification")))?;
-        }
-        if let Some(study) = &event.study_uid {
-            // A system object (2), a report/study (role 3), by Study Instance UID.
-            w.write_event(Event::Start(start(
-                "ParticipantObjectIdentification",
-                &[
-                    ("ParticipantObjectID", study),
-                    ("ParticipantObjectTypeCode", "2"),
-                    ("ParticipantObjectTypeCodeRole", "3"),
-                ],
-            )))?;
-            w.write_event(Event::Empty(code(
-                "ParticipantObjectIDTypeCode",
-                "DCM",
-                "110180",
-                "Study Instance UID",
-            )))?;
-            if let Some(sop) = &event.sop_uid {
-                let mut detail = start("ParticipantObjectDetail", &[("type", "SOPInstanceUID")]);
-                detail.push_attribute(("value", base64(sop.as_bytes()).as_str()));
-                w.write_event(Event::Empty(detail))?;
-            }
-            w.write_event(Event::End(BytesEnd::new("ParticipantObjectIdentification")))?;
-        }
-        if event.action == Action::Query
-            && let Some(detail) = &event.detail
-        {
-            // A.5.3.2 Query: the query itself, base64, on a system object (2),
-            // role query (24), by SOP Class UID (110181).
-            w.write_event(Event::Start(start(
-                "ParticipantObjectIdentification",
-                &[
-                    ("ParticipantObjectID", "1.2.840.10008.5.1.4.1.2.2.1"),
-                    ("ParticipantObjectTypeCode", "2"),
-                    ("ParticipantObjectTypeCodeRole", "24"),
-                ],
-            )))?;
-            w.write_event(Event::Empty(code(
-                "ParticipantObjectIDTypeCode",
-                "DCM",
-                "110181",
-                "SOP Class UID",
-            )))?;
-            w.write_event(Event::Start(start("ParticipantObjectQuery", &[])))?;
-            w.write_event(Event::Text(quick_xml::events::BytesText::new(&base64(
-                detail.as_bytes(),
-            ))))?;
-            w.write_event(Event::End(BytesEnd::new("ParticipantObjectQuery")))?;
-            w.write_event(Event::End(BytesEnd::new("ParticipantObjectIdentification")))?;
-        }
-        w.write_event(Event::End(BytesEnd::new("AuditMessage")))?;
-        Ok(())
-    };
-    // Writing into a Vec cannot fail.
-    let _ = out();
-    String::from_utf8(w.into_inner()).unwrap_or_default()
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 fn base64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,13 +7,15 @@
 //! key sign), and a key of another family are refused before any claim is
 //! read.
 
+use std::net::IpAddr;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{AlgorithmFamily, DecodingKey, Validation, decode, decode_header};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use reqwest013::Url;
 use serde_json::Value;
 
 use super::{Method, Principal, Role};
@@ -28,6 +30,19 @@ const JWKS_TTL: Duration = Duration::from_secs(600);
 const REFETCH_MIN: Duration = Duration::from_secs(60);
 /// Longer tokens are refused unread.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// The signature algorithms accepted: asymmetric ones only (no `none`, no
+/// HMAC, whose secret would be the issuer's public key).
+const ACCEPTED: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
 
 /// Why a token was refused: safe to show the caller, never the token itself.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +73,7 @@ pub enum OidcError {
 
 enum Source {
     File,
-    Url(String),
+    Url(Url),
 }
 
 struct Keys {
@@ -74,33 +89,30 @@ pub struct Verifier {
     keys: RwLock<Keys>,
     /// Serialises fetches; holds the time of the last attempt.
     fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// [`REFETCH_MIN`], shorter in tests of key rotation.
+    refetch_min: Duration,
 }
 
 impl Verifier {
     /// Reads a JWKS file now; a JWKS URL is fetched on first use. http://
     /// URLs are accepted for loopback hosts only (tests, a local proxy).
     pub fn new(config: &OidcConfig) -> anyhow::Result<Verifier> {
-        let (source, set) = if config.jwks.starts_with("https://") {
-            (
-                Source::Url(config.jwks.clone()),
-                JwkSet { keys: Vec::new() },
-            )
-        } else if let Some(rest) = config.jwks.strip_prefix("http://") {
-            let host = rest.split(['/', ':']).next().unwrap_or_default();
-            if !matches!(host, "127.0.0.1" | "localhost" | "[") {
-                anyhow::bail!(
-                    "--oidc-jwks {}: use https:// (http:// only for loopback)",
-                    config.jwks
-                );
-            }
-            (
-                Source::Url(config.jwks.clone()),
-                JwkSet { keys: Vec::new() },
-            )
+        let scheme = config.jwks.split_once("://").map(|(s, _)| s);
+        let (source, set) = if scheme
+            .is_some_and(|s| s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("http"))
+        {
+            let url = Url::parse(&config.jwks)
+                .with_context(|| format!("--oidc-jwks {}: not a URL", config.jwks))?;
+            anyhow::ensure!(
+                fetchable(&url),
+                "--oidc-jwks {}: use https:// (http:// only for loopback)",
+                config.jwks
+            );
+            (Source::Url(url), JwkSet { keys: Vec::new() })
         } else {
-            let text = std::fs::read_to_string(&config.jwks)
+            let json = std::fs::read(&config.jwks)
                 .with_context(|| format!("reading the JWKS file {}", config.jwks))?;
-            let set: JwkSet = serde_json::from_str(&text)
+            let set: JwkSet = serde_json::from_slice(&json)
                 .with_context(|| format!("parsing the JWKS file {}", config.jwks))?;
             anyhow::ensure!(
                 !set.keys.is_empty(),
@@ -114,6 +126,7 @@ impl Verifier {
             source,
             keys: RwLock::new(Keys { set, fetched: None }),
             fetching: tokio::sync::Mutex::new(None),
+            refetch_min: REFETCH_MIN,
         })
     }
 
@@ -123,7 +136,7 @@ impl Verifier {
             return Err(OidcError::Malformed);
         }
         let header = decode_header(token).map_err(|_| OidcError::Malformed)?;
-        if header.alg.family() == AlgorithmFamily::Hmac {
+        if !ACCEPTED.contains(&header.alg) {
             return Err(OidcError::Algorithm(format!("{:?}", header.alg)));
         }
         let kid = header.kid.as_deref();
@@ -137,11 +150,7 @@ impl Verifier {
                 self.key(kid).ok_or(OidcError::UnknownKey)?
             }
         };
-        if jwk
-            .common
-            .key_algorithm
-            .is_some_and(|a| a.to_string() != format!("{:?}", header.alg))
-        {
+        if !fits(&jwk, header.alg) {
             return Err(OidcError::Algorithm(format!("{:?}", header.alg)));
         }
         let key = DecodingKey::from_jwk(&jwk).map_err(|_| OidcError::UnknownKey)?;
@@ -203,7 +212,7 @@ impl Verifier {
             return Ok(());
         };
         let mut last = self.fetching.lock().await;
-        if last.is_some_and(|t| t.elapsed() < REFETCH_MIN) {
+        if last.is_some_and(|t| t.elapsed() < self.refetch_min) {
             return Ok(());
         }
         *last = Some(Instant::now());
@@ -211,8 +220,18 @@ impl Verifier {
         let fetched = async {
             let response = reqwest013::Client::builder()
                 .timeout(Duration::from_secs(10))
+                // A redirect may not leave https (or loopback).
+                .redirect(reqwest013::redirect::Policy::custom(|attempt| {
+                    if attempt.previous().len() >= 5 {
+                        attempt.error("too many redirects")
+                    } else if fetchable(attempt.url()) {
+                        attempt.follow()
+                    } else {
+                        attempt.error("redirected away from https")
+                    }
+                }))
                 .build()?
-                .get(url)
+                .get(url.clone())
                 .send()
                 .await?
                 .error_for_status()?;
@@ -231,7 +250,7 @@ impl Verifier {
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(error = %e, "fetching the OIDC issuer's keys failed");
+                tracing::warn!(url = %url, error = %e, "fetching the OIDC issuer's keys failed");
                 let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
                 if keys.set.keys.is_empty() {
                     Err(OidcError::Keys)
@@ -240,6 +259,59 @@ impl Verifier {
                 }
             }
         }
+    }
+}
+
+/// Whether keys may be fetched from `url`: https, or http to a loopback host
+/// (tests, a local proxy), where no one on the network can swap the keys.
+fn fetchable(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host_str() {
+            Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+            Some(host) => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+/// Whether `jwk` may check a signature made with `alg`: a signing key, of
+/// the algorithm's family and curve, and of the algorithm the key names if
+/// it names one.
+fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
+    if jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+        || jwk
+            .common
+            .key_algorithm
+            .is_some_and(|a| a.to_string() != format!("{alg:?}"))
+    {
+        return false;
+    }
+    match (&jwk.algorithm, alg) {
+        (
+            AlgorithmParameters::RSA(_),
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512,
+        ) => true,
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES384) => p.curve == EllipticCurve::P384,
+        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+            p.curve == EllipticCurve::Ed25519
+        }
+        _ => false,
     }
 }
 
@@ -265,22 +337,28 @@ fn privilege(role: Role) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 
     use super::*;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oidc");
 
-    fn verifier() -> Verifier {
-        Verifier::new(&OidcConfig {
+    fn config(jwks: &str) -> OidcConfig {
+        OidcConfig {
             issuer: "https://sso.hospital.kz/realms/pacs".into(),
             audience: "aina".into(),
-            jwks: format!("{FIXTURES}/jwks.json"),
+            jwks: jwks.into(),
             role_claim: "roles".into(),
             name_claim: "preferred_username".into(),
-        })
-        .unwrap()
+        }
+    }
+
+    fn verifier() -> Verifier {
+        Verifier::new(&config(&format!("{FIXTURES}/jwks.json"))).unwrap()
     }
 
     fn pem(name: &str) -> Vec<u8> {
@@ -368,13 +446,17 @@ mod tests {
         let other_key = signed(Algorithm::RS256, Some("rsa-1"), "rsa-other.pem", &claims());
         // An RSA signature presented under the EC key's kid.
         let wrong_family = signed(Algorithm::RS256, Some("ec-1"), "rsa-1.pem", &claims());
+        // A valid PS256 signature by the key published for RS256 only.
+        let wrong_alg = signed(Algorithm::PS256, Some("rsa-1"), "rsa-1.pem", &claims());
         let rs = signed(Algorithm::RS256, Some("rsa-1"), "rsa-1.pem", &claims());
         let (head, rest) = rs.split_once('.').unwrap();
         let (_, sig) = rest.split_once('.').unwrap();
         let mut c = claims();
         c["roles"] = json!(["admin"]);
         let tampered = format!("{head}.{}.{sig}", b64(&c));
-        let cases: Vec<(&str, String, fn(&OidcError) -> bool)> = vec![
+        // What the case is, the token, the refusal expected.
+        type Case = (&'static str, String, fn(&OidcError) -> bool);
+        let cases: Vec<Case> = vec![
             ("alg none", none, |e| {
                 matches!(e, OidcError::Malformed | OidcError::Algorithm(_))
             }),
@@ -385,7 +467,10 @@ mod tests {
                 matches!(e, OidcError::Signature)
             }),
             ("wrong key family", wrong_family, |e| {
-                matches!(e, OidcError::Algorithm(_) | OidcError::UnknownKey)
+                matches!(e, OidcError::Algorithm(_))
+            }),
+            ("another algorithm than the key's", wrong_alg, |e| {
+                matches!(e, OidcError::Algorithm(_))
             }),
             ("tampered claims", tampered, |e| {
                 matches!(e, OidcError::Signature)
@@ -445,16 +530,125 @@ mod tests {
 
     #[test]
     fn jwks_must_be_readable_and_https() {
-        let config = |jwks: &str| OidcConfig {
-            issuer: "i".into(),
-            audience: "a".into(),
-            jwks: jwks.into(),
-            role_claim: "roles".into(),
-            name_claim: "preferred_username".into(),
-        };
-        assert!(Verifier::new(&config("/nonexistent/jwks.json")).is_err());
-        assert!(Verifier::new(&config("http://sso.hospital.kz/certs")).is_err());
-        assert!(Verifier::new(&config("http://127.0.0.1:8080/certs")).is_ok());
-        assert!(Verifier::new(&config("https://sso.hospital.kz/certs")).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.json");
+        std::fs::write(&empty, r#"{"keys": []}"#).unwrap();
+        for refused in [
+            "/nonexistent/jwks.json",
+            empty.to_str().unwrap(),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oidc/rsa-1.pem"),
+            "http://sso.hospital.kz/certs",
+            "http://10.0.0.5/certs",
+            "http://[2001:db8::1]:8080/certs",
+            // Loopback as the user name, not the host.
+            "http://127.0.0.1@sso.hospital.kz/certs",
+            "http://localhost.sso.hospital.kz/certs",
+            "https://",
+        ] {
+            assert!(Verifier::new(&config(refused)).is_err(), "{refused}");
+        }
+        for accepted in [
+            "http://127.0.0.1:8080/certs",
+            "http://127.0.0.2/certs",
+            "http://[::1]:8080/certs",
+            "HTTP://LOCALHOST/certs",
+            "https://sso.hospital.kz/realms/pacs/protocol/openid-connect/certs",
+        ] {
+            assert!(Verifier::new(&config(accepted)).is_ok(), "{accepted}");
+        }
+    }
+
+    #[test]
+    fn only_signing_keys_of_the_token_algorithm_fit() {
+        let set: JwkSet = serde_json::from_slice(&pem("jwks.json")).unwrap();
+        let (rsa, ec) = (set.find("rsa-1").unwrap(), set.find("ec-1").unwrap());
+        assert!(fits(rsa, Algorithm::RS256) && fits(ec, Algorithm::ES256));
+        for alg in [Algorithm::PS256, Algorithm::ES256, Algorithm::HS256] {
+            assert!(!fits(rsa, alg), "{alg:?}");
+        }
+        for alg in [Algorithm::ES384, Algorithm::RS256, Algorithm::EdDSA] {
+            assert!(!fits(ec, alg), "{alg:?}");
+        }
+        // Without `alg`, the family decides; an encryption key never signs.
+        let mut any_rsa = rsa.clone();
+        any_rsa.common.key_algorithm = None;
+        assert!(fits(&any_rsa, Algorithm::PS512) && !fits(&any_rsa, Algorithm::ES256));
+        any_rsa.common.public_key_use = Some(PublicKeyUse::Encryption);
+        assert!(!fits(&any_rsa, Algorithm::RS256));
+        // A symmetric key in the set is never used.
+        let oct: Jwk = serde_json::from_value(json!({"kty": "oct", "k": "c2VjcmV0"})).unwrap();
+        assert!(ACCEPTED.iter().all(|alg| !fits(&oct, *alg)));
+    }
+
+    /// A stand-in issuer publishing `set` at /certs and counting fetches.
+    async fn issuer(set: Arc<Mutex<Value>>, fetches: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new().route(
+            "/certs",
+            axum::routing::get(move || {
+                let (set, fetches) = (set.clone(), fetches.clone());
+                async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(set.lock().unwrap().clone())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/certs")
+    }
+
+    #[tokio::test]
+    async fn fetched_keys_are_cached_and_refetched_for_a_new_kid_at_most_so_often() {
+        let jwks: Value = serde_json::from_slice(&pem("jwks.json")).unwrap();
+        let ec_only = json!({"keys": [jwks["keys"][1]]});
+        let published = Arc::new(Mutex::new(ec_only.clone()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let url = issuer(published.clone(), fetches.clone()).await;
+        let fetched = || fetches.load(Ordering::SeqCst);
+        let es = signed(Algorithm::ES256, Some("ec-1"), "ec-1.pem", &claims());
+        let rs = signed(Algorithm::RS256, Some("rsa-1"), "rsa-1.pem", &claims());
+
+        // Fetched on first use, then cached.
+        let v = Verifier::new(&config(&url)).unwrap();
+        assert_eq!(fetched(), 0, "nothing fetched at start-up");
+        v.verify(&es).await.unwrap();
+        v.verify(&es).await.unwrap();
+        assert_eq!(fetched(), 1);
+        // The issuer adds a key: a token naming it within a minute of the last
+        // fetch is refused without fetching (forged kids cannot hammer the issuer).
+        *published.lock().unwrap() = jwks.clone();
+        assert!(matches!(v.verify(&rs).await, Err(OidcError::UnknownKey)));
+        assert_eq!(fetched(), 1);
+
+        // With the minute shortened: a new kid refetches once it has passed.
+        *published.lock().unwrap() = ec_only;
+        let mut v = Verifier::new(&config(&url)).unwrap();
+        v.refetch_min = Duration::from_millis(300);
+        v.verify(&es).await.unwrap();
+        assert_eq!(fetched(), 2);
+        *published.lock().unwrap() = jwks;
+        assert!(matches!(v.verify(&rs).await, Err(OidcError::UnknownKey)));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let p = v.verify(&rs).await.unwrap();
+        assert_eq!(p.name, "dr.aliya");
+        assert_eq!(fetched(), 3);
+        let forged_kid = signed(Algorithm::RS256, Some("rsa-9"), "rsa-1.pem", &claims());
+        assert!(matches!(
+            v.verify(&forged_kid).await,
+            Err(OidcError::UnknownKey)
+        ));
+        assert_eq!(fetched(), 3, "refetched too soon after the last fetch");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_issuer_refuses_tokens() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let v = Verifier::new(&config(&format!("http://{closed}/certs"))).unwrap();
+        let es = signed(Algorithm::ES256, Some("ec-1"), "ec-1.pem", &claims());
+        assert!(matches!(v.verify(&es).await, Err(OidcError::Keys)));
     }
 }

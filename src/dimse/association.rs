@@ -124,7 +124,12 @@ pub async fn run(
     if tls {
         match tokio::time::timeout(timeout, options.establish_tls_async(socket)).await {
             Ok(Ok(ul)) => serve(ul, peer, state).await,
-            Ok(Err(e)) => tracing::info!(%peer, reason = %e, "TLS association not established"),
+            Ok(Err(e)) => {
+                tracing::info!(%peer, reason = %e, "TLS association not established");
+                if let Some(reason) = tls_refusal(&e) {
+                    state.audit.record(tls_refused(peer, reason)).await;
+                }
+            }
             Err(_) => tracing::info!(%peer, ?timeout, "TLS association not established in time"),
         }
         return;
@@ -134,6 +139,36 @@ pub async fn run(
         Ok(Err(e)) => tracing::info!(%peer, reason = %e, "association not established"),
         // The socket is dropped with the future: the connection closes.
         Err(_) => tracing::info!(%peer, ?timeout, "association not established in time"),
+    }
+}
+
+/// Why a TLS handshake was refused, when the peer spoke and was turned away
+/// (no or an untrusted client certificate, not TLS at all), as opposed to a
+/// connection merely opened and closed (a port check), which is not audited.
+fn tls_refusal(e: &UlError) -> Option<String> {
+    let UlError::TlsHandshake { source, .. } = e else {
+        return None;
+    };
+    (source.kind() == std::io::ErrorKind::InvalidData).then(|| source.to_string())
+}
+
+/// The audit event of a refused TLS handshake: a node that failed to
+/// authenticate, before any AE title is known.
+fn tls_refused(peer: SocketAddr, reason: String) -> AuditEvent {
+    AuditEvent {
+        time_ms: crate::index::sql::now_ms(),
+        actor: "unknown".to_owned(),
+        role: None,
+        method: Method::Dicom,
+        source: peer.ip().to_string(),
+        action: Action::AssociationRefused,
+        outcome: AuditOutcome::Refused,
+        status: None,
+        patient_id: None,
+        study_uid: None,
+        series_uid: None,
+        sop_uid: None,
+        detail: Some(format!("TLS handshake failed: {reason}")),
     }
 }
 
@@ -518,8 +553,17 @@ impl<S: Stream> Connection<S> {
             );
             return self.respond(pc, request, &status).await;
         }
+        // The identifier's patient and study, for the audit log when nothing
+        // is retrieved.
+        let keys = super::find::audit_keys(&pc.transfer_syntax, &message.data);
+        let move_destination =
+            is_move.then(|| request.string(tags::MOVE_DESTINATION).unwrap_or_default());
+        let label = match &move_destination {
+            Some(d) => format!("{what} to {d}"),
+            None => what.to_owned(),
+        };
         let mut target = if is_move {
-            let destination = request.string(tags::MOVE_DESTINATION).unwrap_or_default();
+            let destination = move_destination.clone().unwrap_or_default();
             let peer = self
                 .state
                 .config
@@ -542,6 +586,8 @@ impl<S: Stream> Connection<S> {
                         status::MOVE_DESTINATION_UNKNOWN,
                         format!("move destination {destination:?} is not configured"),
                     );
+                    self.audit_retrieve(&label, &keys, &[], &status, false, "unknown destination")
+                        .await;
                     return self.respond(pc, request, &status).await;
                 }
             }
@@ -557,14 +603,21 @@ impl<S: Stream> Connection<S> {
         .await
         {
             Ok(found) => found,
-            Err(status) => return self.respond(pc, request, &status).await,
+            Err(status) => {
+                let why = status.comment.clone().unwrap_or_default();
+                self.audit_retrieve(&label, &keys, &[], &status, false, &why)
+                    .await;
+                return self.respond(pc, request, &status).await;
+            }
         };
-        let instances_for_audit: Vec<String> = instances
-            .iter()
-            .map(|i| i.study_instance_uid.clone())
-            .collect();
-        let move_destination =
-            is_move.then(|| request.string(tags::MOVE_DESTINATION).unwrap_or_default());
+        // The studies retrieved, with their instance counts, in order.
+        let mut studies: Vec<(String, usize)> = Vec::new();
+        for i in &instances {
+            match studies.iter_mut().find(|(s, _)| *s == i.study_instance_uid) {
+                Some((_, n)) => *n += 1,
+                None => studies.push((i.study_instance_uid.clone(), 1)),
+            }
+        }
         let items: Vec<Outgoing> = instances
             .iter()
             .map(|i| Outgoing {
@@ -639,44 +692,66 @@ impl<S: Stream> Connection<S> {
             cancelled,
             "{what} done"
         );
-        // One audit event per study retrieved (PS3.15 A.5.3.2 names studies).
-        let mut studies: Vec<(&str, usize)> = Vec::new();
-        for i in &instances_for_audit {
-            match studies.iter_mut().find(|(s, _)| *s == i.as_str()) {
-                Some((_, n)) => *n += 1,
-                None => studies.push((i.as_str(), 1)),
-            }
-        }
-        for (study, count) in studies {
-            let outcome = if progress.failed > 0 || unreachable.is_some() {
-                AuditOutcome::Failed
-            } else {
-                AuditOutcome::Success
-            };
-            let mut event = self.event(Action::Retrieve, outcome);
-            event.study_uid = Some(study.to_owned());
-            event.detail = Some(format!(
-                "{what}{}: {count} instances of the study; {} completed, {} failed, {} warning{}",
-                match &move_destination {
-                    Some(d) => format!(" to {d}"),
-                    None => String::new(),
-                },
-                progress.completed,
-                progress.failed,
-                progress.warning,
-                if cancelled { ", cancelled" } else { "" }
-            ));
-            self.state.audit.record(event).await;
-        }
+        let summary = format!(
+            "{} completed, {} failed, {} warning{}",
+            progress.completed,
+            progress.failed,
+            progress.warning,
+            if cancelled { ", cancelled" } else { "" }
+        );
         if let Some(reason) = unreachable
             && progress.completed == 0
             && progress.warning == 0
         {
             let status = Status::with_comment(status::UNABLE_TO_PERFORM_SUBOPERATIONS, reason);
+            self.audit_retrieve(&label, &keys, &studies, &status, true, &summary)
+                .await;
             return self.respond(pc, request, &status).await;
         }
+        let status = progress.final_status(cancelled);
+        let failed = progress.failed > 0;
+        self.audit_retrieve(&label, &keys, &studies, &status, failed, &summary)
+            .await;
         let (rsp, identifier) = progress.last(request, cancelled, &pc.transfer_syntax);
         self.send(pc.id, rsp, identifier.as_deref()).await
+    }
+
+    /// Records what a C-MOVE or C-GET (`label`: `C-GET`, `C-MOVE to AE`)
+    /// did: one event per study it sent from (PS3.15 A.5.3.7 names studies),
+    /// or, when it sent nothing, one naming the identifier's study and
+    /// patient. A failure status or a failed sub-operation (`failed`) makes
+    /// the outcome Failed.
+    async fn audit_retrieve(
+        &self,
+        label: &str,
+        keys: &super::find::AuditKeys,
+        studies: &[(String, usize)],
+        status: &Status,
+        failed: bool,
+        summary: &str,
+    ) {
+        let outcome = if failed || status.is_failure() {
+            AuditOutcome::Failed
+        } else {
+            AuditOutcome::Success
+        };
+        let mut event = self.event(Action::Retrieve, outcome);
+        event.status = Some(i64::from(status.code));
+        if studies.is_empty() {
+            event.study_uid = keys.study_uid.clone();
+            event.patient_id = keys.patient_id.clone();
+            event.detail = Some(format!("{label}: nothing sent; {summary}"));
+            self.state.audit.record(event).await;
+            return;
+        }
+        for (study, count) in studies {
+            let mut one = event.clone();
+            one.study_uid = Some(study.clone());
+            one.detail = Some(format!(
+                "{label}: {count} instances of the study; {summary}"
+            ));
+            self.state.audit.record(one).await;
+        }
     }
 
     /// One C-STORE sub-operation: `items[n]`, whose stored file was read as

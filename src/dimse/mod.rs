@@ -1,6 +1,7 @@
 //! DIMSE: the DICOM listener on `config.dicom` for modalities and workstations
 //! (PS3.7 message exchange over the PS3.8 upper layer, dicom-ul's async
-//! association).
+//! association), and the same service over TLS on `config.dicom_tls` (PS3.15
+//! B.1; certificates from [`crate::tls`]).
 //!
 //! Served: Verification (C-ECHO), Storage (C-STORE into the one ingest path, any
 //! storage SOP class and transfer syntax of [`presentation`]), Query (C-FIND,
@@ -8,8 +9,9 @@
 //! (C-MOVE to configured peers and C-GET, [`retrieve`], sending with the C-STORE
 //! SCU of [`scu`], which `aina send` uses too), Storage Commitment Push Model
 //! ([`commitment`]). Each association runs in its own
-//! task; at most `--dicom-max-associations` at once (more are rejected with
-//! A-ASSOCIATE-RJ "local limit exceeded"), each given
+//! task; at most `--dicom-max-associations` at once over the plain and the TLS
+//! port together (more are rejected with A-ASSOCIATE-RJ "local limit
+//! exceeded"; on the TLS port the connection is closed), each given
 //! `--dicom-association-timeout-secs` to negotiate and ended after
 //! `--dicom-idle-timeout-secs` without a PDU. Who may associate is [`policy`]'s.
 //!
@@ -81,16 +83,22 @@ fn options(config: &Config) -> BaseOptions {
     options
 }
 
-/// Accepts associations on `listener` until the task is dropped; in TLS when
-/// `tls` is given (its current configuration at each handshake, so a reload
-/// applies to new associations).
+/// The association slots the DICOM listeners share: at most
+/// `--dicom-max-associations` over the plain and the TLS port together.
+pub fn association_slots(config: &Config) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(config.dicom_max_associations))
+}
+
+/// Accepts associations on `listener` until the task is dropped, each holding
+/// one of `slots`; in TLS when `tls` is given (its current configuration at
+/// each handshake, so a reload applies to new associations).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     tls: Option<Arc<arc_swap::ArcSwap<rustls::ServerConfig>>>,
+    slots: Arc<Semaphore>,
 ) {
     let options = Arc::new(options(&state.config));
-    let slots = Arc::new(Semaphore::new(state.config.dicom_max_associations));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -118,6 +126,15 @@ pub async fn serve(
                     association::run(socket, peer, &options, state, is_tls).await;
                     drop(slot);
                 });
+            }
+            Err(_) if tls.is_some() => {
+                // A-ASSOCIATE-RJ would need a TLS session first (a handshake
+                // the limit is there to spare): the connection is closed.
+                tracing::warn!(
+                    %peer,
+                    max = state.config.dicom_max_associations,
+                    "DICOM TLS connection closed: too many associations at once"
+                );
             }
             Err(_) => {
                 tokio::spawn(reject_busy(socket, peer, state.config.clone()));

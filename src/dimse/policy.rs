@@ -88,30 +88,42 @@ impl AccessControl for Callers {
     ) -> Result<(), AssociationRJServiceUserReason> {
         if this_ae_title != called_ae_title {
             tracing::warn!(peer = %self.peer, calling = calling_ae_title, called = called_ae_title, "association rejected: called AE title is not ours");
+            let called: String = called_ae_title.chars().take(16).collect();
+            self.refused(
+                calling_ae_title,
+                format!("called AE title {called:?} is not ours"),
+            );
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
         if let Some(reason) = self.refusal(calling_ae_title) {
             tracing::warn!(peer = %self.peer, calling = calling_ae_title, reason, "association rejected");
-            // Access control runs inside negotiation, which cannot wait: the
-            // event is queued without waiting.
-            self.audit.record_now(AuditEvent {
-                time_ms: crate::index::sql::now_ms(),
-                actor: calling_ae_title.chars().take(16).collect(),
-                role: None,
-                method: Method::Dicom,
-                source: self.peer.to_string(),
-                action: Action::AssociationRefused,
-                outcome: Outcome::Refused,
-                status: None,
-                patient_id: None,
-                study_uid: None,
-                series_uid: None,
-                sop_uid: None,
-                detail: Some(format!("A-ASSOCIATE-RJ: {reason}")),
-            });
+            self.refused(calling_ae_title, reason);
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         Ok(())
+    }
+}
+
+impl Callers {
+    /// Records a refused association under the AE title the caller claimed.
+    /// Access control runs inside negotiation, which cannot wait: the event
+    /// is queued without waiting.
+    fn refused(&self, calling_ae_title: &str, reason: String) {
+        self.audit.record_now(AuditEvent {
+            time_ms: crate::index::sql::now_ms(),
+            actor: calling_ae_title.chars().take(16).collect(),
+            role: None,
+            method: Method::Dicom,
+            source: self.peer.to_string(),
+            action: Action::AssociationRefused,
+            outcome: Outcome::Refused,
+            status: None,
+            patient_id: None,
+            study_uid: None,
+            series_uid: None,
+            sop_uid: None,
+            detail: Some(format!("A-ASSOCIATE-RJ: {reason}")),
+        });
     }
 }
 

@@ -227,7 +227,18 @@ impl Progress {
         cancelled: bool,
         transfer_syntax: &str,
     ) -> (Vec<u8>, Option<Vec<u8>>) {
-        let status = if cancelled {
+        let status = self.final_status(cancelled);
+        let identifier = (!self.failed_uids.is_empty())
+            .then(|| failed_identifier(&self.failed_uids, transfer_syntax))
+            .flatten();
+        let rsp = self.counts(response(request, &status, identifier.is_some()), cancelled);
+        (rsp.finish(), identifier)
+    }
+
+    /// The status of the final response: 0000, B000 when anything failed or
+    /// warned, FE00 when cancelled.
+    pub fn final_status(&self, cancelled: bool) -> Status {
+        if cancelled {
             Status::ok(status::CANCEL)
         } else if self.failed > 0 || self.warning > 0 {
             let mut comment = format!("{} failed, {} warnings", self.failed, self.warning);
@@ -240,12 +251,7 @@ impl Progress {
             Status::with_comment(status::WARNING, comment)
         } else {
             Status::ok(status::SUCCESS)
-        };
-        let identifier = (!self.failed_uids.is_empty())
-            .then(|| failed_identifier(&self.failed_uids, transfer_syntax))
-            .flatten();
-        let rsp = self.counts(response(request, &status, identifier.is_some()), cancelled);
-        (rsp.finish(), identifier)
+        }
     }
 
     fn counts(&self, w: CommandWriter, with_remaining: bool) -> CommandWriter {

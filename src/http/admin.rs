@@ -42,6 +42,7 @@ pub async fn list_users(State(state): State<AppState>) -> Result<Response, ApiEr
     Ok(Json(state.accounts.users().await?).into_response())
 }
 
+/// The body of `POST /admin/users`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
@@ -67,6 +68,7 @@ pub async fn create_user(
         .into_response())
 }
 
+/// The body of `PATCH /admin/users/{username}`: what to change, at least one.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
@@ -104,6 +106,7 @@ pub async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiE
     Ok(Json(state.accounts.tokens().await?).into_response())
 }
 
+/// The body of `POST /admin/tokens`; `days` defaults to a year.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {

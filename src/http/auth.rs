@@ -387,7 +387,7 @@ const MAX_FAILURES_PER_ADDRESS: u32 = 20;
 
 /// Failed logins lately, by user name and by source address, on this node:
 /// password guessing is slowed to a handful of tries per quarter hour. A locked
-/// name unlocks [`FAILURE_WINDOW`] after its last failure.
+/// name unlocks 15 minutes (`FAILURE_WINDOW`) after its last failure.
 #[derive(Clone)]
 pub struct LoginFailures {
     /// Key: `user:NAME` or `addr:IP`; value: failures and the last one's time.

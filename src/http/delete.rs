@@ -1,19 +1,23 @@
 //! DICOMweb DELETE of a study, a series or an instance (administrators; the
 //! route table says so). The index rows go first, in one transaction, so no
-//! row ever points at a missing object; then the objects and their derived
-//! previews and thumbnails. An object that cannot be removed is left as an
-//! orphan, logged, for `aina verify` to list: the delete has happened.
+//! row ever points at a missing object; then the objects, their derived
+//! previews and thumbnails, and what the render cache holds of them. An
+//! object that cannot be removed is left as an orphan, logged, for
+//! `aina verify` to list: the delete has happened.
+//!
+//! Success is `204 No Content`, as dcm4chee-arc answers its
+//! `DELETE …/rs/studies/{study}`; nothing stored under the path is `404`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 
 use super::auth::AuditNote;
 use super::error::ApiError;
 use super::wado::scope;
 use crate::app::AppState;
 use crate::index::Scope;
-use crate::render::derived::{preview_key, thumbnail_key};
 
 /// `DELETE /dicomweb/studies/{study}`
 pub async fn delete_study(
@@ -44,22 +48,35 @@ async fn delete(state: AppState, scope: Scope) -> Result<Response, ApiError> {
     if deleted.objects.is_empty() {
         return Err(ApiError::not_found("nothing stored matches"));
     }
-    for (key, sha256, frames) in &deleted.objects {
-        let derived = (1..=*frames)
-            .map(|f| preview_key(sha256, f))
-            .chain(std::iter::once(thumbnail_key(sha256)));
-        for key in std::iter::once(key.clone()).chain(derived) {
-            if let Err(e) = state.store.delete(&key).await {
-                tracing::warn!(key, error = %e, "deleted instance's object not removed; an orphan for `aina verify`");
-            }
+    // The rows are committed: from here on the delete has happened, and a
+    // failure only leaves bytes behind (logged by key, never by patient).
+    let shas: Vec<String> = deleted.objects.iter().map(|(_, sha)| sha.clone()).collect();
+    state.render.forget_cached(&shas);
+    // A few instances at a time: a large study on S3 is thousands of round
+    // trips, and the client is waiting. In a task of its own, so that a
+    // client hanging up does not stop it halfway and leave orphans.
+    let objects = deleted.objects.clone();
+    let cleanup = tokio::spawn({
+        let state = state.clone();
+        async move {
+            futures::stream::iter(objects)
+                .map(|(key, sha256)| remove_objects(state.clone(), key, sha256))
+                .buffer_unordered(8)
+                .fold(0usize, |sum, n| async move { sum + n })
+                .await
         }
-    }
+    });
+    let left = cleanup.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "removing deleted objects failed; `aina verify` lists what is left");
+        deleted.objects.len()
+    });
     tracing::info!(
         study = scope.study.as_deref().unwrap_or_default(),
         series = scope.series.as_deref().unwrap_or_default(),
         instance = scope.instance.as_deref().unwrap_or_default(),
         instances = deleted.instances.len(),
         objects = deleted.objects.len(),
+        left_behind = left,
         "deleted"
     );
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -68,4 +85,19 @@ async fn delete(state: AppState, scope: Scope) -> Result<Response, ApiError> {
         instances: deleted.instances,
     });
     Ok(response)
+}
+
+/// Removes one deleted instance version's object and derived objects; how
+/// many of the two removals failed (logged, by key or SHA-256 only).
+async fn remove_objects(state: AppState, key: String, sha256: String) -> usize {
+    let mut left = 0;
+    if let Err(e) = state.store.delete(&key).await {
+        left += 1;
+        tracing::warn!(key, error = %e, "deleted instance's object not removed; an orphan for `aina verify`");
+    }
+    if let Err(e) = state.render.delete_derived(&sha256).await {
+        left += 1;
+        tracing::warn!(sha256, error = %e, "deleted instance's previews or thumbnail not removed");
+    }
+    left
 }

@@ -346,7 +346,10 @@ mod tests {
 
     use aina_dicomweb::qido::{IncludeFields, QidoQuery, QueryLevel};
 
-    use super::{CopyReport, TABLES, copy_index};
+    use super::{CopyReport, SqlIndex, TABLES, copy_index};
+    use crate::auth::accounts::{Accounts, NewSession, NewToken};
+    use crate::auth::audit::{Action, AuditEvent, AuditFilter, AuditLog, Outcome};
+    use crate::auth::{Method, Role};
     use crate::index::postgres::PgIndex;
     use crate::index::sqlite::SqliteIndex;
     use crate::index::tests::{finish, ins, rec};
@@ -499,6 +502,136 @@ mod tests {
         copy_index(&pg, &back, |_, _| {}).await.unwrap();
         assert_eq!(answers(&pg).await, answers(&back).await);
         check_copy(&from, &pg, report).await;
+        pg.close().await;
+    }
+
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+    fn audit_event(actor: &str, study: &str) -> AuditEvent {
+        AuditEvent {
+            time_ms: crate::index::sql::now_ms(),
+            actor: actor.to_owned(),
+            role: Some(Role::Reader),
+            method: Method::Token,
+            source: "10.1.2.3".to_owned(),
+            action: Action::Retrieve,
+            outcome: Outcome::Success,
+            status: Some(200),
+            patient_id: None,
+            study_uid: Some(study.to_owned()),
+            series_uid: None,
+            sop_uid: None,
+            detail: Some("GET /dicomweb/studies/1".to_owned()),
+        }
+    }
+
+    /// A user with a live session, a token, and audit events (one filled in
+    /// with its study's patient).
+    async fn fill_accounts<DB>(index: &SqlIndex<DB>) -> (NewSession, NewToken)
+    where
+        SqlIndex<DB>: Accounts + AuditLog,
+        DB: sqlx::Database,
+    {
+        index
+            .create_user("dr.aliya", Role::Reader, "correct horse battery")
+            .await
+            .unwrap();
+        let session = index
+            .login("dr.aliya", "correct horse battery", DAY)
+            .await
+            .unwrap()
+            .unwrap();
+        let token = index
+            .create_token("pacs-bridge", Role::Ingest, DAY)
+            .await
+            .unwrap();
+        index
+            .append(&[audit_event("dr.aliya", "1"), audit_event("MAMMO1", "9")])
+            .await
+            .unwrap();
+        (session, token)
+    }
+
+    /// Users, tokens and the audit log (sequence numbers and all) are copied;
+    /// sessions are not, so everyone signs in again; the target's audit log
+    /// goes on after the copied events.
+    async fn check_accounts<S, T>(
+        from: &SqlIndex<S>,
+        to: &SqlIndex<T>,
+        report: &CopyReport,
+        (session, token): &(NewSession, NewToken),
+    ) where
+        SqlIndex<S>: Accounts + AuditLog,
+        SqlIndex<T>: Accounts + AuditLog,
+        S: sqlx::Database,
+        T: sqlx::Database,
+    {
+        assert_eq!(
+            (report.users, report.tokens, report.audit_events),
+            (1, 1, 2)
+        );
+        assert_eq!(to.users().await.unwrap(), from.users().await.unwrap());
+        assert_eq!(to.tokens().await.unwrap(), from.tokens().await.unwrap());
+        let copied = to.search(&AuditFilter::default()).await.unwrap();
+        assert_eq!(copied, from.search(&AuditFilter::default()).await.unwrap());
+        assert_eq!(copied.len(), 2);
+        assert!(
+            copied[0].event.patient_id.is_some(),
+            "filled in on the source"
+        );
+        assert!(from.session(&session.cookie).await.unwrap().is_some());
+        assert!(
+            to.session(&session.cookie).await.unwrap().is_none(),
+            "sessions stay behind"
+        );
+        let principal = to.check_token(&token.token).await.unwrap().unwrap();
+        assert_eq!(
+            (principal.name.as_str(), principal.role),
+            ("pacs-bridge", Role::Ingest)
+        );
+        assert!(
+            to.login("dr.aliya", "correct horse battery", DAY)
+                .await
+                .unwrap()
+                .is_some(),
+            "the password hash works on the target"
+        );
+        to.append(&[audit_event("dr.aliya", "1")]).await.unwrap();
+        let after = to.search(&AuditFilter::default()).await.unwrap();
+        assert_eq!(after.len(), 3);
+        assert!(
+            after[2].seq > copied[1].seq,
+            "new events after the copied ones"
+        );
+    }
+
+    #[tokio::test]
+    async fn accounts_and_audit_log_travel_sessions_stay() {
+        let from = SqliteIndex::open("sqlite::memory:").await.unwrap();
+        fill(&from).await;
+        let filled = fill_accounts(&from).await;
+        let to = SqliteIndex::open("sqlite::memory:").await.unwrap();
+        let report = copy_index(&from, &to, |_, _| {}).await.unwrap();
+        check_accounts(&from, &to, &report, &filled).await;
+
+        let Some(db) = TestDatabase::create("accounts migration").await else {
+            return;
+        };
+        let pg = PgIndex::open(db.url()).await.unwrap();
+        let report = copy_index(&from, &pg, |_, _| {}).await.unwrap();
+        check_accounts(&from, &pg, &report, &filled).await;
+        // And back, from PostgreSQL (with the event appended there).
+        let back = SqliteIndex::open("sqlite::memory:").await.unwrap();
+        let report = copy_index(&pg, &back, |_, _| {}).await.unwrap();
+        assert_eq!(report.audit_events, 3);
+        assert_eq!(
+            AuditLog::search(&back, &AuditFilter::default())
+                .await
+                .unwrap(),
+            AuditLog::search(&pg, &AuditFilter::default())
+                .await
+                .unwrap()
+        );
         pg.close().await;
     }
 

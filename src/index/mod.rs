@@ -159,9 +159,9 @@ pub struct Deleted {
     /// Current instances removed: (study, series, SOP instance) UIDs.
     pub instances: Vec<(String, String, String)>,
     /// Every removed row's object (current and superseded versions):
-    /// (object key, SHA-256 hex, number of frames), for the caller to delete
-    /// with its derived objects once the rows are gone.
-    pub objects: Vec<(String, String, u32)>,
+    /// (object key, SHA-256 hex), for the caller to delete with its derived
+    /// objects once the rows are gone.
+    pub objects: Vec<(String, String)>,
 }
 
 /// Errors of the index, classified by what the caller can do.

@@ -545,8 +545,8 @@ where
         const MATCH: &str = "study_instance_uid = $1 AND ($2 IS NULL OR series_instance_uid = $2) \
                              AND ($3 IS NULL OR sop_instance_uid = $3)";
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT object_key, sha256, number_of_frames, series_instance_uid, \
-             sop_instance_uid, superseded_at FROM instances WHERE {MATCH} ORDER BY id"
+            "SELECT object_key, sha256, series_instance_uid, sop_instance_uid, superseded_at \
+             FROM instances WHERE {MATCH} ORDER BY id"
         )))
         .bind(study)
         .bind(scope.series.clone())
@@ -566,12 +566,9 @@ where
         let mut series_touched: Vec<String> = Vec::new();
         for r in &rows {
             let series: String = r.try_get("series_instance_uid")?;
-            let frames: Option<i64> = r.try_get("number_of_frames")?;
-            deleted.objects.push((
-                r.try_get("object_key")?,
-                r.try_get("sha256")?,
-                u32::try_from(frames.unwrap_or(1).max(1)).unwrap_or(1),
-            ));
+            deleted
+                .objects
+                .push((r.try_get("object_key")?, r.try_get("sha256")?));
             if r.try_get::<Option<i64>, _>("superseded_at")?.is_none() {
                 deleted.instances.push((
                     study.to_owned(),

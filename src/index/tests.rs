@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::query::tag_key;
 use super::{
-    ConflictPolicy, Index, InsertOutcome, InstanceRecord, QidoRow, Scope, SearchOutcome,
+    ConflictPolicy, Deleted, Index, InsertOutcome, InstanceRecord, QidoRow, Scope, SearchOutcome,
     SeriesAttrs, StudyAttrs,
 };
 
@@ -987,25 +987,31 @@ pub(crate) async fn later_instances_fill_gaps(index: &dyn Index) {
     assert_eq!(rows.len(), 1, "the first instance's values win");
 }
 
-/// Generates one `#[tokio::test]` per suite function; `$open` is an async
-/// expression giving `Some((Arc<dyn Index>, guard))`, where the guard keeps the
-/// database alive for the test, or `None` when the backend is not available
-/// here (it has said so).
 pub(crate) async fn delete_scopes(index: &dyn Index) {
-    // Two series of two instances; one instance also has a superseded version.
+    // Two series of two instances (DX and CT); one instance also has a
+    // superseded version.
+    let rec_in = |series: &str, sop: &str| {
+        let mut r = rec("1", series, sop);
+        if series == "1.2" {
+            r.series.modality = Some("CT".to_owned());
+        }
+        r
+    };
     for (series, sop) in [
         ("1.1", "1.1.1"),
         ("1.1", "1.1.2"),
         ("1.2", "1.2.1"),
         ("1.2", "1.2.2"),
     ] {
-        ins(index, rec("1", series, sop)).await;
+        ins(index, rec_in(series, sop)).await;
     }
-    let mut ct = rec("1", "1.2", "1.2.2");
-    ct.sha256 = "other-bytes".to_owned();
+    // Another study, untouched by every delete below.
+    ins(index, rec("2", "2.1", "2.1.1")).await;
+    let mut replaced = rec_in("1.2", "1.2.2");
+    replaced.sha256 = "other-bytes".to_owned();
     assert!(matches!(
         index
-            .insert_instance(&finish(ct), ConflictPolicy::KeepBoth)
+            .insert_instance(&finish(replaced), ConflictPolicy::KeepBoth)
             .await
             .unwrap(),
         InsertOutcome::ConflictKeptBoth { .. }
@@ -1015,9 +1021,21 @@ pub(crate) async fn delete_scopes(index: &dyn Index) {
         series: series.map(str::to_owned),
         instance: sop.map(str::to_owned),
     };
+    let study_one = |rows: &[QidoRow]| {
+        rows.iter()
+            .find(|r| value(r, tags::STUDY_INSTANCE_UID) == Some(&json!("1")))
+            .cloned()
+    };
 
     let none = index.delete(&scope(Some("9.9"), None)).await.unwrap();
-    assert!(none.objects.is_empty() && none.instances.is_empty());
+    assert_eq!(none, Deleted::default());
+    // A series of study 1 asked under study 2: nothing.
+    let wrong = Scope {
+        study: Some("2".to_owned()),
+        series: Some("1.1".to_owned()),
+        instance: None,
+    };
+    assert_eq!(index.delete(&wrong).await.unwrap(), Deleted::default());
     assert!(
         index.delete(&Scope::default()).await.is_err(),
         "the study must be named"
@@ -1029,35 +1047,73 @@ pub(crate) async fn delete_scopes(index: &dyn Index) {
         .await
         .unwrap();
     assert_eq!(d.instances, [("1".into(), "1.2".into(), "1.2.2".into())]);
-    assert_eq!(d.objects.len(), 2, "current and superseded versions");
-    assert_eq!(d.patient_id.as_deref(), Some("P1"));
-    let rows = studies(index, vec![]).await;
+    let mut objects = d.objects.clone();
+    objects.sort();
     assert_eq!(
-        value(&rows[0], tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
+        objects,
+        [
+            ("1/1.2/1.2.2/other-bytes".into(), "other-bytes".into()),
+            ("1/1.2/1.2.2/sha-1.2.2".into(), "sha-1.2.2".into())
+        ],
+        "current and superseded versions, with their keys"
+    );
+    assert_eq!(d.patient_id.as_deref(), Some("P1"));
+    let study = study_one(&studies(index, vec![]).await).unwrap();
+    assert_eq!(
+        value(&study, tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
         Some(&json!(3))
     );
     assert_eq!(
-        rows[0][&tag_key(tags::MODALITIES_IN_STUDY)],
-        json!({ "vr": "CS", "Value": ["DX"] })
+        value(&study, tags::NUMBER_OF_STUDY_RELATED_SERIES),
+        Some(&json!(2))
+    );
+    assert_eq!(
+        study[&tag_key(tags::MODALITIES_IN_STUDY)]["Value"],
+        json!(["CT", "DX"])
     );
 
-    // A series; then the last one takes the study with it.
-    let d = index.delete(&scope(Some("1.1"), None)).await.unwrap();
-    assert_eq!(d.instances.len(), 2);
-    let rows = studies(index, vec![]).await;
+    // A series: counts and modalities follow.
+    let d = index.delete(&scope(Some("1.2"), None)).await.unwrap();
+    assert_eq!(d.instances, [("1".into(), "1.2".into(), "1.2.1".into())]);
+    let study = study_one(&studies(index, vec![]).await).unwrap();
     assert_eq!(
-        value(&rows[0], tags::NUMBER_OF_STUDY_RELATED_SERIES),
+        value(&study, tags::NUMBER_OF_STUDY_RELATED_SERIES),
         Some(&json!(1))
     );
+    assert_eq!(
+        value(&study, tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
+        Some(&json!(2))
+    );
+    assert_eq!(
+        study[&tag_key(tags::MODALITIES_IN_STUDY)]["Value"],
+        json!(["DX"])
+    );
+    assert!(
+        index
+            .instances(&scope(Some("1.2"), None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The study, with what is left of it.
     let d = index.delete(&scope(None, None)).await.unwrap();
-    assert_eq!(d.instances.len(), 1);
-    assert!(studies(index, vec![]).await.is_empty());
+    assert_eq!(d.instances.len(), 2);
+    assert_eq!(d.objects.len(), 2);
+    let rows = studies(index, vec![]).await;
+    assert!(study_one(&rows).is_none());
+    assert_eq!(rows.len(), 1, "the other study stays");
     assert!(
         index
             .instances(&scope(None, None))
             .await
             .unwrap()
             .is_empty()
+    );
+    assert_eq!(
+        index.delete(&scope(None, None)).await.unwrap(),
+        Deleted::default(),
+        "deleting again finds nothing"
     );
     // Stored again after a delete: a new instance.
     assert_eq!(
@@ -1069,6 +1125,10 @@ pub(crate) async fn delete_scopes(index: &dyn Index) {
     );
 }
 
+/// Generates one `#[tokio::test]` per suite function; `$open` is an async
+/// expression giving `Some((Arc<dyn Index>, guard))`, where the guard keeps the
+/// database alive for the test, or `None` when the backend is not available
+/// here (it has said so).
 macro_rules! conformance_tests {
     ($open:expr) => {
         conformance_tests!(@each $open;

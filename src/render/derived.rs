@@ -19,15 +19,20 @@ const MAGIC: &[u8; 6] = b"AINAPV";
 const VERSION: u8 = 1;
 const PREAMBLE: usize = MAGIC.len() + 2 + 4;
 
+/// The prefix every derived object of an instance version is under.
+pub fn derived_prefix(sha256: &str) -> String {
+    format!("derived/{sha256}")
+}
+
 /// Key of the preview of a 1-based frame.
 pub fn preview_key(sha256: &str, frame: u32) -> String {
-    format!("derived/{sha256}/preview-{frame}.bin")
+    format!("{}/preview-{frame}.bin", derived_prefix(sha256))
 }
 
 /// Key of the thumbnail. Written last: its presence means the instance's
 /// derived objects are complete.
 pub fn thumbnail_key(sha256: &str) -> String {
-    format!("derived/{sha256}/thumbnail.jpg")
+    format!("{}/thumbnail.jpg", derived_prefix(sha256))
 }
 
 #[derive(Serialize, Deserialize)]

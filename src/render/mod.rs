@@ -100,7 +100,9 @@ struct Inner {
     retrieve: Retrieve,
     index: Arc<dyn Index>,
     config: RenderConfig,
-    /// Rendered images and transcoded instances/frames, by request key.
+    /// Rendered images and transcoded instances/frames, by request key:
+    /// `{kind}:{sha256}[:{more}]`, so [`Render::forget_cached`] finds an
+    /// instance's entries by the second field.
     results: moka::sync::Cache<String, Bytes>,
     /// Parsed data set before the Pixel Data, by instance SHA-256.
     headers: moka::sync::Cache<String, Arc<DicomFile>>,
@@ -115,6 +117,7 @@ impl Render {
         let results = moka::sync::Cache::builder()
             .max_capacity(config.cache_bytes)
             .weigher(|k: &String, v: &Bytes| u32::try_from(k.len() + v.len()).unwrap_or(u32::MAX))
+            .support_invalidation_closures()
             .build();
         let headers = moka::sync::Cache::builder().max_capacity(4096).build();
         Self {
@@ -238,7 +241,64 @@ impl Render {
         })
         .await?;
         self.inner.store.put(&thumb_key, thumb.clone()).await?;
+        // A delete that committed while this ran removed the derived objects
+        // it found; whatever was written after would outlive the instance.
+        // Looking again once everything is written closes that window.
+        if !self.still_stored(inst).await? {
+            self.delete_derived(&inst.sha256).await?;
+            return Err(RenderError::NoImage(format!(
+                "instance {} was deleted",
+                inst.sop_instance_uid
+            )));
+        }
         Ok(thumb)
+    }
+
+    /// Removes the previews and the thumbnail of an instance version (its
+    /// SHA-256) from the store; returns how many objects went. For deleted
+    /// instances, once their index rows are gone.
+    pub async fn delete_derived(&self, sha256: &str) -> Result<usize, StoreError> {
+        self.inner
+            .store
+            .delete_prefix(&derived::derived_prefix(sha256))
+            .await
+    }
+
+    /// Drops what memory holds of deleted instance versions (rendered and
+    /// transcoded results, parsed headers). Requests cannot reach them once
+    /// the rows are gone, but the pixels of a deleted study should not stay
+    /// in memory, nor take cache room from live studies.
+    pub fn forget_cached(&self, sha256s: &[String]) {
+        if sha256s.is_empty() {
+            return;
+        }
+        for sha in sha256s {
+            self.inner.headers.invalidate(sha);
+        }
+        let gone: std::collections::HashSet<String> = sha256s.iter().cloned().collect();
+        let predicate = move |key: &String, _: &Bytes| {
+            key.split(':').nth(1).is_some_and(|sha| gone.contains(sha))
+        };
+        if let Err(e) = self.inner.results.invalidate_entries_if(predicate) {
+            // Only if the cache was built without invalidation closures.
+            tracing::warn!(error = %e, "rendered results of deleted instances stay cached until evicted");
+        }
+    }
+
+    /// Whether this version of the instance is still the current one.
+    async fn still_stored(&self, inst: &StoredInstance) -> Result<bool, RenderError> {
+        let scope = Scope {
+            study: Some(inst.study_instance_uid.clone()),
+            series: Some(inst.series_instance_uid.clone()),
+            instance: Some(inst.sop_instance_uid.clone()),
+        };
+        let current = self
+            .inner
+            .index
+            .instances(&scope)
+            .await
+            .map_err(RetrieveError::from)?;
+        Ok(current.iter().any(|i| i.sha256 == inst.sha256))
     }
 
     /// The whole instance with its pixel data decompressed, as Explicit VR Little
@@ -307,12 +367,16 @@ impl Render {
                     }
                 };
                 for inst in found.iter().filter(|i| has_pixels(i)) {
-                    if let Err(e) = this.derive(inst).await {
-                        tracing::warn!(
+                    match this.derive(inst).await {
+                        Ok(_) => {}
+                        // Deleted meanwhile (the only `NoImage` of `derive`):
+                        // nothing is missing.
+                        Err(RenderError::NoImage(_)) => {}
+                        Err(e) => tracing::warn!(
                             sop_instance_uid = %inst.sop_instance_uid,
                             error = %e,
                             "no preview or thumbnail for this instance"
-                        );
+                        ),
                     }
                 }
             }
@@ -634,5 +698,106 @@ fn flatten_functional_groups(obj: &mut DicomFile, at: u32) {
                 obj.put(e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::ConflictPolicy;
+    use crate::index::sqlite::SqliteIndex;
+    use crate::ingest::Ingest;
+
+    /// A render service over an in-memory store and index holding one
+    /// generated radiograph.
+    async fn one_instance() -> (Render, Store, Arc<dyn Index>, StoredInstance) {
+        let store = Store::from_object_store(Arc::new(object_store::memory::InMemory::new()));
+        let index: Arc<dyn Index> = Arc::new(SqliteIndex::open("sqlite::memory:").await.unwrap());
+        let ingest = Ingest::new(
+            store.clone(),
+            index.clone(),
+            ConflictPolicy::Reject,
+            1 << 30,
+        );
+        let generated = aina_sample::demo_set(&aina_sample::Options {
+            seed: 3,
+            scale: 0.05,
+        })
+        .swap_remove(0);
+        ingest
+            .ingest(ingest.slot().await, Bytes::from(generated.bytes), None)
+            .await
+            .unwrap();
+        let scope = Scope {
+            study: Some(generated.study_instance_uid),
+            ..Scope::default()
+        };
+        let inst = index.instances(&scope).await.unwrap().remove(0);
+        let render = Render::new(store.clone(), index.clone(), RenderConfig::default());
+        (render, store, index, inst)
+    }
+
+    fn study_of(inst: &StoredInstance) -> Scope {
+        Scope {
+            study: Some(inst.study_instance_uid.clone()),
+            ..Scope::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn derived_objects_of_a_deleted_instance_do_not_survive_a_late_derive() {
+        let (render, store, index, inst) = one_instance().await;
+        // Live: derive stores a preview and the thumbnail, and they can go.
+        render.derive(&inst).await.unwrap();
+        assert!(
+            store
+                .size(&derived::thumbnail_key(&inst.sha256))
+                .await
+                .is_ok()
+        );
+        assert_eq!(render.delete_derived(&inst.sha256).await.unwrap(), 2);
+
+        // The rows go (a DELETE committing) while a derive of the instance is
+        // under way: the object is still readable, the derive completes its
+        // writes, then sees the instance gone and takes them back.
+        assert_eq!(
+            index.delete(&study_of(&inst)).await.unwrap().objects.len(),
+            1
+        );
+        let err = render.derive(&inst).await.unwrap_err();
+        assert!(matches!(err, RenderError::NoImage(_)), "{err}");
+        assert_eq!(
+            store
+                .delete_prefix(&derived::derived_prefix(&inst.sha256))
+                .await
+                .unwrap(),
+            0,
+            "nothing derived outlives the instance"
+        );
+    }
+
+    #[tokio::test]
+    async fn forgetting_an_instance_drops_its_cached_results_only() {
+        let (render, _store, _index, inst) = one_instance().await;
+        render
+            .rendered_frame(&inst, 1, &RenderParams::default())
+            .await
+            .unwrap();
+        render.decompressed_instance(&inst).await.unwrap();
+        let cache = &render.inner.results;
+        let decompressed = format!("decompressed:{}", inst.sha256);
+        assert!(cache.contains_key(&decompressed));
+        assert!(render.inner.headers.contains_key(&inst.sha256));
+        let other = "rendered:0123abcd:1:params".to_owned();
+        cache.insert(other.clone(), Bytes::from_static(b"other"));
+
+        render.forget_cached(std::slice::from_ref(&inst.sha256));
+        assert!(cache.get(&decompressed).is_none());
+        assert!(
+            cache.iter().all(|(k, _)| !k.contains(&inst.sha256)),
+            "no rendered result of the instance is served from memory"
+        );
+        assert!(!render.inner.headers.contains_key(&inst.sha256));
+        assert_eq!(cache.get(&other), Some(Bytes::from_static(b"other")));
     }
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -412,6 +412,37 @@ impl Store {
         }
     }
 
+    /// Removes every object under `prefix`, a whole path segment (`derived/ab`
+    /// covers `derived/ab/x`, not `derived/abc/x`); returns how many there were.
+    /// Batched where the backend can (S3 deletes up to 1000 keys a request), so
+    /// an instance's thousand previews go in one or two round trips.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        let backend = |op, source| StoreError::Backend {
+            op,
+            key: prefix.to_owned(),
+            source,
+        };
+        let keys: Vec<Path> = self
+            .inner
+            .list(Some(&Path::from(prefix)))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| backend("list", e))?;
+        let count = keys.len();
+        let mut deleted = self
+            .inner
+            .delete_stream(futures::stream::iter(keys.into_iter().map(Ok)).boxed());
+        while let Some(result) = deleted.next().await {
+            match result {
+                // Gone already (a concurrent delete): what was asked.
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(backend("delete", e)),
+            }
+        }
+        Ok(count)
+    }
+
     /// Every instance object in the store, in no particular order.
     pub async fn list_instances(&self) -> Result<Vec<ObjectInfo>, StoreError> {
         let prefix = Path::from("studies");
@@ -630,6 +661,26 @@ mod tests {
         store.delete(&key).await.unwrap();
         store.delete(&key).await.unwrap();
         assert!(store.list_instances().await.unwrap().is_empty());
+
+        // A prefix is whole path segments: `derived/ab` spares `derived/abc`.
+        for k in ["derived/ab/preview-1.bin", "derived/ab/thumbnail.jpg"] {
+            store.put(k, Bytes::from_static(b"x")).await.unwrap();
+        }
+        store
+            .put("derived/abc/thumbnail.jpg", Bytes::from_static(b"y"))
+            .await
+            .unwrap();
+        assert_eq!(store.delete_prefix("derived/ab").await.unwrap(), 2);
+        assert!(matches!(
+            store.get("derived/ab/thumbnail.jpg").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(
+            store.get("derived/abc/thumbnail.jpg").await.unwrap(),
+            Bytes::from_static(b"y")
+        );
+        assert_eq!(store.delete_prefix("derived/ab").await.unwrap(), 0);
+        assert_eq!(store.delete_prefix("derived/abc").await.unwrap(), 1);
     }
 
     #[test]

@@ -40,11 +40,14 @@ test('a visitor signs in, reads the list, and signs out', async ({ page }) => {
 });
 
 test('the sign-in page never sends anyone to another site', async ({ page }) => {
-  await page.goto(`${BASE}/login?next=//evil.example/steal`);
-  await page.fill('#username', 'dr.aliya');
-  await page.fill('#password', PASSWORD);
-  await page.click('button[type=submit]');
-  await page.waitForURL((url) => url.origin === BASE && url.pathname === '/');
+  // `//host` and `/\host` are both another site to a browser.
+  for (const next of ['//evil.example/steal', '/\\evil.example/steal', 'https://evil.example/']) {
+    await page.goto(`${BASE}/login?next=${encodeURIComponent(next)}`);
+    await page.fill('#username', 'dr.aliya');
+    await page.fill('#password', PASSWORD);
+    await page.click('button[type=submit]');
+    await page.waitForURL((url) => url.origin === BASE && url.pathname === '/');
+  }
 });
 
 test('the sign-in page speaks Russian and Kazakh', { locale: 'ru-RU' }, async ({ page }) => {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use aina::auth::audit::{Action, AuditFilter};
+use aina::render::derived::{derived_prefix, thumbnail_key};
 use reqwest::StatusCode;
 
 use crate::common::*;
@@ -64,7 +65,7 @@ async fn delete_instance_series_study() {
         .await;
     assert_eq!(thumb.status(), StatusCode::OK);
     // The stored thumbnail (derived in the background after the store).
-    let derived = aina::render::derived::thumbnail_key(&sha256(&first.bytes));
+    let derived = thumbnail_key(&sha256(&first.bytes));
     for _ in 0..100 {
         if server.store().size(&derived).await.is_ok() {
             break;
@@ -126,12 +127,31 @@ async fn delete_instance_series_study() {
         StatusCode::BAD_REQUEST
     );
 
-    // The whole study.
+    // The whole study, once the background work has derived every instance
+    // left (previews and thumbnail; the thumbnail is written last).
+    let derived_of = |g: &aina_sample::Generated| derived_prefix(&sha256(&g.bytes));
+    for g in &files[1..] {
+        let thumb = thumbnail_key(&sha256(&g.bytes));
+        for _ in 0..200 {
+            if server.store().size(&thumb).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(server.store().size(&thumb).await.is_ok(), "derived");
+    }
     assert_eq!(
         del(format!("{}/studies/{study}", server.dicomweb)).await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(count(&server.qido("/studies").await), None);
+    for g in &files {
+        assert_eq!(
+            server.store().delete_prefix(&derived_of(g)).await.unwrap(),
+            0,
+            "no preview or thumbnail of a deleted instance is left"
+        );
+    }
     assert_eq!(
         server.store().list_instances().await.unwrap().len(),
         other.len(),
@@ -179,4 +199,82 @@ async fn delete_instance_series_study() {
             .filter(|r| r.event.status == Some(204))
             .all(|r| r.event.patient_id.is_some() && r.event.sop_uid.is_some())
     );
+}
+
+#[tokio::test]
+async fn delete_one_series_of_two() {
+    let server = start().await;
+    // A study of two series (the chest X-ray: PA and lateral).
+    let mut series_of: BTreeMap<&str, Vec<&aina_sample::Generated>> = BTreeMap::new();
+    for g in sample() {
+        series_of.entry(&g.study_instance_uid).or_default().push(g);
+    }
+    let files = series_of
+        .into_values()
+        .find(|f| f.len() == 2 && f[0].series_instance_uid != f[1].series_instance_uid)
+        .expect("a sample study with two series");
+    let study = files[0].study_instance_uid.clone();
+    let (gone, kept) = (files[0], files[1]);
+    let (status, _) = server
+        .stow(&[gone.bytes.as_slice(), kept.bytes.as_slice()])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let series_path = format!(
+        "{}/studies/{study}/series/{}",
+        server.dicomweb, gone.series_instance_uid
+    );
+    let del = || async {
+        server
+            .client
+            .delete(&series_path)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+
+    assert_eq!(del().await, StatusCode::NO_CONTENT);
+    let rows = server
+        .qido(&format!("/studies?StudyInstanceUID={study}"))
+        .await;
+    assert_eq!(rows.len(), 1, "the study stays with its other series");
+    assert_eq!(value(&rows[0], "00201206"), Some(&serde_json::json!(1)));
+    assert_eq!(value(&rows[0], "00201208"), Some(&serde_json::json!(1)));
+    let series: Vec<String> = server
+        .qido(&format!("/studies/{study}/series"))
+        .await
+        .iter()
+        .filter_map(|r| string(r, "0020000E"))
+        .collect();
+    assert_eq!(series, [kept.series_instance_uid.as_str()]);
+    assert_eq!(
+        server
+            .get(
+                &format!("/studies/{study}/series/{}", gone.series_instance_uid),
+                "multipart/related; type=\"application/dicom\"",
+            )
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let left: Vec<String> = server
+        .store()
+        .list_instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].contains(&kept.sop_instance_uid), "{left:?}");
+    assert_eq!(del().await, StatusCode::NOT_FOUND, "already gone");
+    // The series kept is whole.
+    let got = server
+        .retrieve_original(&format!(
+            "/studies/{study}/series/{}",
+            kept.series_instance_uid
+        ))
+        .await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(sha256(&got[0]), sha256(&kept.bytes));
 }

@@ -14,16 +14,27 @@ use crate::common::{self, TestServer};
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/oidc");
 const ISSUER: &str = "https://sso.hospital.kz/realms/pacs";
 
-fn token(key_file: &str, kid: &str, roles: Value) -> String {
+fn claims(roles: Value) -> Value {
     let now = jsonwebtoken::get_current_timestamp();
-    let claims = json!({
+    json!({
         "iss": ISSUER, "aud": "aina", "sub": "u-17", "preferred_username": "dr.bota",
         "roles": roles, "exp": now + 300,
-    });
-    let pem = std::fs::read(format!("{FIXTURES}/{key_file}")).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
+    })
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+}
+
+fn signed(alg: Algorithm, key: &EncodingKey, kid: &str, claims: &Value) -> String {
+    let mut header = Header::new(alg);
     header.kid = Some(kid.into());
-    encode(&header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+    encode(&header, claims, key).unwrap()
+}
+
+fn token(key_file: &str, kid: &str, roles: Value) -> String {
+    let key = EncodingKey::from_rsa_pem(&fixture(key_file)).unwrap();
+    signed(Algorithm::RS256, &key, kid, &claims(roles))
 }
 
 async fn start(jwks: String) -> TestServer {
@@ -74,9 +85,24 @@ async fn issuer_tokens_from_a_jwks_file() {
             )
         )
     };
+    let rsa_1 = EncodingKey::from_rsa_pem(&fixture("rsa-1.pem")).unwrap();
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut expired = claims(json!(["admin"]));
+    expired["exp"] = json!(now - 3600);
+    let mut elsewhere = claims(json!(["admin"]));
+    elsewhere["aud"] = json!("another-app");
     let forged = [
         alg_none,
+        // HMAC keyed with the issuer's published public key.
+        signed(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(&fixture("rsa-1.pub.pem")),
+            "rsa-1",
+            &claims(json!(["admin"])),
+        ),
         token("rsa-other.pem", "rsa-1", json!(["admin"])),
+        signed(Algorithm::RS256, &rsa_1, "rsa-1", &expired),
+        signed(Algorithm::RS256, &rsa_1, "rsa-1", &elsewhere),
         token("rsa-1.pem", "rsa-1", json!(["root"])),
     ];
     for bad in &forged {
