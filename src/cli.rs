@@ -721,13 +721,24 @@ async fn verify(state: AppState, repair: bool) -> anyhow::Result<std::process::E
         }
     }
     bar.finish_and_clear();
-    let orphans: Vec<_> = state
-        .store
-        .list_instances()
-        .await?
-        .into_iter()
-        .filter(|o| !indexed.contains(&o.key))
-        .collect();
+    let mut orphans = Vec::new();
+    // Objects of deleted instances that the delete could not remove: not
+    // orphans to index again, leftovers to remove.
+    let mut leftovers = Vec::new();
+    for o in state.store.list_instances().await? {
+        if indexed.contains(&o.key) {
+            continue;
+        }
+        if state.index.was_deleted(&o.key).await? {
+            println!(
+                "deleted instance's object left behind: {} ({} bytes)",
+                o.key, o.size
+            );
+            leftovers.push(o);
+        } else {
+            orphans.push(o);
+        }
+    }
     // An orphan is the harmless leftover of an ingest interrupted between the
     // object write and the index row (the sender got no acknowledgement); it is
     // listed, and `--repair` indexes it, but it is not an inconsistency.
@@ -735,10 +746,12 @@ async fn verify(state: AppState, repair: bool) -> anyhow::Result<std::process::E
         println!("orphan object (no index row): {} ({} bytes)", o.key, o.size);
     }
     println!(
-        "verified {checked} indexed objects: {} missing, {} damaged; {} orphan objects",
+        "verified {checked} indexed objects: {} missing, {} damaged; {} orphan objects; \
+         {} objects of deleted instances",
         missing.len(),
         damaged.len(),
-        orphans.len()
+        orphans.len(),
+        leftovers.len()
     );
     if !repair {
         let clean = missing.is_empty() && damaged.is_empty();
@@ -753,6 +766,15 @@ async fn verify(state: AppState, repair: bool) -> anyhow::Result<std::process::E
         println!("repaired: removed the row of missing object {key}");
     }
     let mut failed = 0;
+    for o in &leftovers {
+        match state.store.delete(&o.key).await {
+            Ok(()) => println!("repaired: removed the deleted instance's object {}", o.key),
+            Err(e) => {
+                failed += 1;
+                println!("cannot remove {}: {e:#}", o.key);
+            }
+        }
+    }
     for o in &orphans {
         match index_object(&state, &o.key).await {
             Ok(outcome) => println!("repaired: indexed orphan {} ({outcome:?})", o.key),

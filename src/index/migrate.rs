@@ -136,6 +136,11 @@ const TABLES: &[Table] = &[
         ],
     },
     Table {
+        name: "deleted_objects",
+        order: "object_key",
+        columns: &[("object_key", Text), ("deleted_at", Int)],
+    },
+    Table {
         name: "audit_events",
         order: "seq",
         columns: &[
@@ -331,7 +336,9 @@ where
             "instances" => report.instances = copied,
             "users" => report.users = copied,
             "api_tokens" => report.tokens = copied,
-            _ => report.audit_events = copied,
+            "audit_events" => report.audit_events = copied,
+            // Tombstones of deleted objects travel without a count of their own.
+            _ => {}
         }
     }
     T::after_copy(&mut tx).await?;

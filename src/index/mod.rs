@@ -238,6 +238,11 @@ pub trait Index: Send + Sync + 'static {
     /// an empty [`Deleted`]. The scope must name the study.
     async fn delete(&self, scope: &Scope) -> Result<Deleted, IndexError>;
 
+    /// Whether this object belonged to an instance that was deleted (and not
+    /// stored again): `aina verify` removes such leftovers instead of
+    /// indexing them as orphans.
+    async fn was_deleted(&self, object_key: &str) -> Result<bool, IndexError>;
+
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<(), IndexError>;
 }

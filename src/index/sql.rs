@@ -174,6 +174,11 @@ where
         )
         .await?;
 
+        // Stored again after a delete: no longer a deleted object.
+        sqlx::query("DELETE FROM deleted_objects WHERE object_key = $1")
+            .bind(&record.object_key)
+            .execute(&mut **tx)
+            .await?;
         let current = sqlx::query(
             "SELECT id, sha256, study_instance_uid, series_instance_uid, object_key \
              FROM instances WHERE sop_instance_uid = $1 AND superseded_at IS NULL",
@@ -580,6 +585,16 @@ where
                 series_touched.push(series);
             }
         }
+        for (key, _) in &deleted.objects {
+            sqlx::query(
+                "INSERT INTO deleted_objects (object_key, deleted_at) VALUES ($1, $2) \
+                 ON CONFLICT (object_key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        }
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM instances WHERE {MATCH}"
         )))
@@ -741,6 +756,15 @@ where
 
     async fn delete(&self, scope: &Scope) -> Result<Deleted, IndexError> {
         write_tx!(self, tx => Self::delete_scope(&mut tx, scope))
+    }
+
+    async fn was_deleted(&self, object_key: &str) -> Result<bool, IndexError> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT object_key FROM deleted_objects WHERE object_key = $1")
+                .bind(object_key)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(found.is_some())
     }
 
     async fn ping(&self) -> Result<(), IndexError> {

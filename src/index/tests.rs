@@ -1058,6 +1058,12 @@ pub(crate) async fn delete_scopes(index: &dyn Index) {
         "current and superseded versions, with their keys"
     );
     assert_eq!(d.patient_id.as_deref(), Some("P1"));
+    // Both objects are remembered as deleted (so `aina verify` does not
+    // index a leftover again); an object never stored is not.
+    for (key, _) in &objects {
+        assert!(index.was_deleted(key).await.unwrap(), "{key}");
+    }
+    assert!(!index.was_deleted("1/1.1/1.1.1/sha-1.1.1").await.unwrap());
     let study = study_one(&studies(index, vec![]).await).unwrap();
     assert_eq!(
         value(&study, tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
@@ -1123,6 +1129,8 @@ pub(crate) async fn delete_scopes(index: &dyn Index) {
             .unwrap(),
         InsertOutcome::Inserted
     );
+    // Stored again, its object is no longer a deleted one.
+    assert!(!index.was_deleted("1/1.1/1.1.1/sha-1.1.1").await.unwrap());
 }
 
 /// Generates one `#[tokio::test]` per suite function; `$open` is an async

@@ -246,3 +246,53 @@ async fn insecure_listens_beyond_loopback() {
     let res = reqwest::get(url).await.unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::OK);
 }
+
+/// An object a delete could not remove (here: the rows deleted through the
+/// index alone) is not an orphan to index again: `aina verify` names it and
+/// `--repair` removes it, so a deleted study stays deleted.
+#[test]
+fn verify_removes_what_a_delete_left_behind() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data = std::sync::Arc::new(rt.block_on(Backend::new()));
+    let g = &sample()[0];
+    rt.block_on(async {
+        let srv = start_on(data.clone()).await;
+        let (status, _) = srv.stow(&[g.bytes.as_slice()]).await;
+        assert!(status.is_success());
+        let deleted = srv
+            .server
+            .state
+            .index
+            .delete(&aina::index::Scope {
+                study: Some(g.study_instance_uid.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(deleted.objects.len(), 1);
+    });
+    let (code, out) = aina(&data, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("0 orphan objects; 1 objects of deleted instances")
+            && out.contains("deleted instance's object left behind"),
+        "{out}"
+    );
+    let (code, out) = aina(&data, &["verify", "--repair"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("repaired: removed the deleted instance's object"),
+        "{out}"
+    );
+    let (code, out) = aina(&data, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("0 orphan objects; 0 objects of deleted instances"),
+        "{out}"
+    );
+    // Nothing came back.
+    rt.block_on(async {
+        let srv = start_on(data.clone()).await;
+        assert!(srv.qido("/studies").await.is_empty());
+    });
+}
