@@ -149,6 +149,22 @@ async fn viewer_end_to_end_in_headless_chromium() {
         let res = srv.get(&path, "image/jpeg").await;
         assert_eq!(res.status(), StatusCode::OK, "{path}");
     }
+    // And the stored previews (the thumbnail object is written last, once an
+    // instance's previews are all there): with the whole suite running beside
+    // it on two cores, a preview rendered on demand can take longer than the
+    // reading test holds the full frames back for.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    for g in sample() {
+        let key = aina::render::derived::thumbnail_key(&sha256(&g.bytes));
+        while srv.store().size(&key).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "previews of {} not derived in 300 s",
+                g.file_name
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Screenshots go where AINA_SCREENSHOTS says (docs/screenshots to refresh
