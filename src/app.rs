@@ -9,7 +9,9 @@ use tokio::net::TcpListener;
 use crate::auth::accounts::Accounts;
 use crate::auth::audit::{Audit, AuditLog};
 use crate::auth::oidc::Verifier;
+use crate::auth::shares::Shares;
 use crate::config::Config;
+use crate::feed::ChangeFeed;
 use crate::index::Index;
 use crate::index::postgres::PgIndex;
 use crate::index::sqlite::SqliteIndex;
@@ -43,6 +45,10 @@ pub struct AppState {
     pub oidc: Option<Arc<Verifier>>,
     /// Failed logins lately, by user name and by source address.
     pub login_failures: crate::http::auth::LoginFailures,
+    /// Every create, replace and delete, in order.
+    pub feed: Arc<dyn ChangeFeed>,
+    /// Share links.
+    pub shares: Arc<dyn Shares>,
 }
 
 /// The databases behind one index URL: the same SQL database holds the
@@ -51,6 +57,8 @@ pub struct Databases {
     pub index: Arc<dyn Index>,
     pub accounts: Arc<dyn Accounts>,
     pub audit_log: Arc<dyn AuditLog>,
+    pub feed: Arc<dyn ChangeFeed>,
+    pub shares: Arc<dyn Shares>,
 }
 
 /// Opens the index named by a database URL.
@@ -77,7 +85,9 @@ pub async fn open_database(url: &str) -> anyhow::Result<Databases> {
         return Ok(Databases {
             index: index.clone(),
             accounts: index.clone(),
-            audit_log: index,
+            audit_log: index.clone(),
+            feed: index.clone(),
+            shares: index,
         });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -89,7 +99,9 @@ pub async fn open_database(url: &str) -> anyhow::Result<Databases> {
         return Ok(Databases {
             index: index.clone(),
             accounts: index.clone(),
-            audit_log: index,
+            audit_log: index.clone(),
+            feed: index.clone(),
+            shares: index,
         });
     }
     anyhow::bail!(
@@ -143,6 +155,8 @@ impl AppState {
             index,
             accounts,
             audit_log,
+            feed,
+            shares,
         } = open_database(&config.database).await?;
         let store = Store::open(&config.storage).with_context(|| {
             // The query is left out: only its names are ever shown (see store).
@@ -187,6 +201,8 @@ impl AppState {
             audit,
             oidc,
             login_failures: crate::http::auth::LoginFailures::default(),
+            feed,
+            shares,
         })
     }
 }
@@ -242,6 +258,11 @@ impl Server {
             tracing::info!("no user authentication (--auth off): HTTP listens on loopback only");
         }
         state.ingest = state.ingest.with_derive_queue(state.render.spawn_worker());
+        crate::feed::webhooks::spawn(
+            state.feed.clone(),
+            &state.config.webhooks,
+            state.config.webhook_token.clone(),
+        );
         let tls = match &state.config.tls {
             Some(files) => Some(crate::tls::Tls::load(
                 files,

@@ -455,14 +455,16 @@ async fn migrate_index(from: &str, to: &str) -> anyhow::Result<std::process::Exi
     })?;
     bar.finish_and_clear();
     println!(
-        "copied {} studies, {} series, {} instances, {} users, {} tokens, {} audit events \
-         from {} to {} in {:.1} s",
+        "copied {} studies, {} series, {} instances, {} users, {} tokens, {} audit events, \
+         {} changes, {} share links from {} to {} in {:.1} s",
         report.studies,
         report.series,
         report.instances,
         report.users,
         report.tokens,
         report.audit_events,
+        report.changes,
+        report.shares,
         crate::app::redact_url(from),
         crate::app::redact_url(to),
         started.elapsed().as_secs_f64()

@@ -217,6 +217,23 @@ pub struct Settings {
     /// / `syslog+tcp://HOST:PORT` (RFC 5424).
     #[arg(long = "audit-export", env = "AINA_AUDIT_EXPORT", value_name = "URL")]
     pub audit_export: Option<String>,
+    /// URLs (repeatable) that every change feed entry is POSTed to as JSON,
+    /// in order, retried with backoff until answered 2xx (at least once).
+    #[arg(
+        long = "webhook",
+        env = "AINA_WEBHOOKS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub webhook: Vec<String>,
+    /// Sent to webhooks as `Authorization: Bearer <TOKEN>`, so the receiver
+    /// knows the events come from this archive.
+    #[arg(
+        long = "webhook-token",
+        env = "AINA_WEBHOOK_TOKEN",
+        value_name = "TOKEN"
+    )]
+    pub webhook_token: Option<String>,
 }
 
 /// [`ConflictPolicy`] as a command-line value.
@@ -317,6 +334,10 @@ pub struct Config {
     pub audit_export: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where change feed entries are POSTed.
+    pub webhooks: Vec<String>,
+    /// Bearer token sent with webhook POSTs.
+    pub webhook_token: Option<String>,
 }
 
 impl Settings {
@@ -357,6 +378,7 @@ impl Settings {
             dicom_tls,
             dicom_tls_client_ca,
             audit_export,
+            webhook_token,
             dicom_max_pdu,
             dicom_max_associations,
             dicom_idle_timeout_secs,
@@ -373,6 +395,9 @@ impl Settings {
         }
         if self.trusted_proxy.is_empty() {
             self.trusted_proxy = file.trusted_proxy;
+        }
+        if self.webhook.is_empty() {
+            self.webhook = file.webhook;
         }
         Ok(self)
     }
@@ -464,6 +489,13 @@ impl Settings {
                  syslog+tcp://HOST:PORT"
             );
         }
+        for url in &self.webhook {
+            let parsed = reqwest013::Url::parse(url)
+                .with_context(|| format!("--webhook {url:?} is not a URL"))?;
+            if !["http", "https"].contains(&parsed.scheme()) {
+                bail!("--webhook {url:?}: expected an http:// or https:// URL");
+            }
+        }
         Ok(Config {
             http: self.http.unwrap_or(([127, 0, 0, 1], 8080).into()),
             dicom: self.dicom.unwrap_or(([127, 0, 0, 1], 11112).into()),
@@ -495,6 +527,8 @@ impl Settings {
                 .iter()
                 .map(|p| parse_network(p).with_context(|| format!("trusted proxy {p:?}")))
                 .collect::<anyhow::Result<_>>()?,
+            webhooks: self.webhook,
+            webhook_token: self.webhook_token,
         })
     }
 }

@@ -11,6 +11,8 @@
 //! - [`dimse`]: the DICOM listener (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET SCP)
 //!   and the C-STORE SCU.
 //! - [`app`]: the shared state handed to every entry point.
+//! - [`fhir`]: FHIR ImagingStudy resources and search parameters.
+//! - [`feed`]: the change feed and its webhooks.
 //! - [`render`]: pixel decoding, rendering, previews, thumbnails, transcoding.
 //! - [`retrieve`]: reading instances, frames, bulk data and metadata back.
 //! - [`cli`]: `aina serve | import | verify | reindex | migrate-index`.
@@ -21,6 +23,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dimse;
+pub mod feed;
+pub mod fhir;
 pub mod http;
 pub mod index;
 pub mod ingest;

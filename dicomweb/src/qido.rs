@@ -345,8 +345,9 @@ fn time_upper(s: &str) -> String {
     }
 }
 
-fn is_uid(s: &str) -> bool {
-    // PS3.5 §9.1: digits and dots, at most 64, components without leading zeros.
+/// Whether `s` is a UID: PS3.5 §9.1, digits and dots, at most 64, components
+/// without leading zeros.
+pub fn is_uid(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.split('.').all(|c| {

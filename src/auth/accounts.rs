@@ -188,7 +188,8 @@ async fn dummy_hash() -> &'static str {
 }
 
 /// `n` random bytes from the operating system's generator, as hex.
-fn random_hex(n: usize) -> String {
+/// `n` random bytes from the operating system, as hex.
+pub(crate) fn random_hex(n: usize) -> String {
     use rand::TryRngCore;
     let mut bytes = vec![0u8; n];
     rand::rngs::OsRng
@@ -197,7 +198,16 @@ fn random_hex(n: usize) -> String {
     hex::encode(bytes)
 }
 
-fn sha256_hex(s: &str) -> String {
+/// Digests of equal length compared whole, not up to the first difference.
+pub(crate) fn same_digest(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+pub(crate) fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
@@ -208,7 +218,7 @@ fn role_of(stored: &str) -> Result<Role, AccountError> {
         .map_err(|e: String| AccountError::Index(IndexError::Invalid(e)))
 }
 
-fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -553,14 +563,7 @@ where
         let now = now_ms();
         let expires: i64 = row.try_get("expires_at").map_err(IndexError::from)?;
         let revoked: Option<i64> = row.try_get("revoked_at").map_err(IndexError::from)?;
-        // Digests of equal length compared whole, not up to the first difference.
-        let given = sha256_hex(secret);
-        let same = stored.len() == given.len()
-            && stored
-                .bytes()
-                .zip(given.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        let same = same_digest(&stored, &sha256_hex(secret));
         if !same || expires <= now || revoked.is_some() {
             return Ok(None);
         }

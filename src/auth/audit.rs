@@ -38,6 +38,8 @@ pub enum Action {
     Users,
     /// Tokens created, revoked or listed.
     Tokens,
+    /// Share links made, listed, revoked or opened.
+    Share,
     /// The audit log read or exported.
     AuditRead,
     /// Anything else an authorised principal asked for (the viewer's files).
@@ -130,6 +132,7 @@ impl Action {
             Action::AssociationRefused => "association-refused",
             Action::Users => "users",
             Action::Tokens => "tokens",
+            Action::Share => "share",
             Action::AuditRead => "audit-read",
             Action::Other => "other",
         }
@@ -738,10 +741,10 @@ fn shape(event: &AuditEvent) -> Shape {
             typed(SECURITY_ALERT, NODE_AUTHENTICATION, Subject::Alert)
         }
         (_, Outcome::Refused) => typed(SECURITY_ALERT, RESTRICTED_FUNCTION, Subject::Alert),
-        (Action::Users | Action::Tokens, _) if changes => {
+        (Action::Users | Action::Tokens | Action::Share, _) if changes => {
             typed(SECURITY_ALERT, USER_ATTRIBUTES_CHANGED, Subject::Alert)
         }
-        (Action::Users | Action::Tokens | Action::Other, _) => {
+        (Action::Users | Action::Tokens | Action::Share | Action::Other, _) => {
             typed(SECURITY_ALERT, RESTRICTED_FUNCTION, Subject::Alert)
         }
         (Action::Query, _) => plain(QUERY, "E", Some(SOURCE), Some(DESTINATION), Subject::Query),

@@ -6,6 +6,7 @@
 //! - [`accounts`]: local users (Argon2id), API tokens, viewer sessions.
 //! - [`oidc`]: bearer tokens from a hospital's identity provider (JWT checked
 //!   against the configured issuer, audience and JWKS).
+//! - [`shares`]: share links, read-only access to one study.
 //! - [`audit`]: the append-only audit log and its export as DICOM audit
 //!   messages (PS3.15 A.5).
 //!
@@ -15,6 +16,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod oidc;
+pub mod shares;
 #[cfg(test)]
 mod tests;
 
@@ -113,6 +115,8 @@ pub enum Method {
     Anonymous,
     /// The operator's command line on the server.
     Cli,
+    /// A share link (read-only, one study).
+    Share,
 }
 
 impl Method {
@@ -125,6 +129,7 @@ impl Method {
             Method::Dicom => "dicom",
             Method::Anonymous => "anonymous",
             Method::Cli => "cli",
+            Method::Share => "share",
         }
     }
 }

@@ -8,7 +8,10 @@
 //! - the viewer's session cookie ([`SESSION_COOKIE`], set by [`login`]); a
 //!   state-changing request (not GET/HEAD/OPTIONS) must also carry the session's
 //!   CSRF token in [`CSRF_HEADER`]. Bearer requests need none: a browser never
-//!   adds an `Authorization` header by itself.
+//!   adds an `Authorization` header by itself;
+//! - a share link's token, `Authorization: Bearer ainas_…` or the
+//!   [`SHARE_COOKIE`] set when the link is opened (`http::shares`): read-only,
+//!   one study ([`share_reaches`]).
 //!
 //! With `--auth` off every request is [`Principal::anonymous`] (an admin): the
 //! server then listens on loopback only, or was started `--insecure`.
@@ -30,12 +33,15 @@ use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::auth::audit::{Action, AuditEvent, Outcome};
-use crate::auth::{Access, Method as AuthMethod, Principal};
+use crate::auth::shares::{SHARE_PREFIX, ShareInfo, parse_token};
+use crate::auth::{Access, Method as AuthMethod, Principal, Role};
 
 /// The viewer's session cookie.
 pub const SESSION_COOKIE: &str = "aina_session";
 /// The header carrying a session's CSRF token on state-changing requests.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// The cookie holding a share link's token once the link was opened.
+pub const SHARE_COOKIE: &str = "aina_share";
 
 /// One route's declaration: what it needs and what it is in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,12 +187,12 @@ pub async fn gate(
         }
     }
 
-    let principal = match authenticate(&state, request.headers(), request.method()).await {
-        Ok((principal, csrf)) => {
-            if let Some(csrf) = csrf {
+    let (principal, share) = match authenticate(&state, request.headers(), request.method()).await {
+        Ok(caller) => {
+            if let Some(csrf) = caller.csrf {
                 request.extensions_mut().insert(SessionCsrf(csrf));
             }
-            principal
+            (caller.principal, caller.share)
         }
         Err(refusal) => {
             event.actor = refusal.claimed.clone().unwrap_or_else(|| "unknown".into());
@@ -210,6 +216,22 @@ pub async fn gate(
             bad_token: false,
         }
         .into_response();
+    }
+
+    if let Some(share) = &share {
+        if !share_reaches(&route, &params, request.uri(), &share.study_instance_uid) {
+            event.outcome = Outcome::Refused;
+            event.status = Some(403);
+            state.audit.record(event).await;
+            return Refusal {
+                status: StatusCode::FORBIDDEN,
+                reason: "a share link opens its own study only".into(),
+                claimed: None,
+                bad_token: false,
+            }
+            .into_response();
+        }
+        request.extensions_mut().insert(share.clone());
     }
 
     request.extensions_mut().insert(principal);
@@ -255,14 +277,73 @@ fn patient_in_query(uri: &axum::http::Uri) -> Option<String> {
         .map(|(_, v)| v.chars().take(64).collect())
 }
 
-/// Who is asking, and the CSRF token of their session if they came with one.
+/// Whether a share link for `study` may make this request: reading within
+/// the study (its UID in the path), a search that names exactly that study
+/// (the viewer finds the study by QIDO-RS), who am I and sign out; nothing
+/// else.
+fn share_reaches(
+    route: &Route,
+    params: &RawPathParams,
+    uri: &axum::http::Uri,
+    study: &str,
+) -> bool {
+    match route.access {
+        Access::SignedIn => return true,
+        Access::Read => {}
+        _ => return false,
+    }
+    let path_study = params.iter().find(|(name, _)| *name == "study");
+    if let Some((_, value)) = path_study {
+        return value == study;
+    }
+    let searches = [
+        "/dicomweb/studies",
+        "/dicomweb/series",
+        "/dicomweb/instances",
+    ];
+    if !searches.contains(&route.path) {
+        return false;
+    }
+    let Ok(query) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri) else {
+        return false;
+    };
+    // Exactly one StudyInstanceUID key, equal to the study (a UID list,
+    // `A,B`, or a wildcard is not).
+    let named: Vec<&str> = query
+        .0
+        .iter()
+        .filter(|(k, _)| k == "StudyInstanceUID" || k == "0020000D")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    named == [study]
+}
+
+/// Who is asking: the principal, the CSRF token of their session if they
+/// came with one, the share link if that is what they came with.
+struct Caller {
+    principal: Principal,
+    csrf: Option<String>,
+    share: Option<ShareInfo>,
+}
+
+impl Caller {
+    fn plain(principal: Principal) -> Self {
+        Caller {
+            principal,
+            csrf: None,
+            share: None,
+        }
+    }
+}
+
+/// Who is asking.
 async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     method: &Method,
-) -> Result<(Principal, Option<String>), Refusal> {
+) -> Result<Caller, Refusal> {
     if !state.config.auth {
-        return Ok((Principal::anonymous(), None));
+        return Ok(Caller::plain(Principal::anonymous()));
     }
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or_default();
@@ -274,7 +355,10 @@ async fn authenticate(
                 ));
             }
         };
-        return bearer(state, token).await.map(|p| (p, None));
+        if token.starts_with(SHARE_PREFIX) {
+            return share(state, token).await;
+        }
+        return bearer(state, token).await.map(Caller::plain);
     }
     if let Some(cookie) = session_cookie(headers) {
         let session = state
@@ -302,11 +386,45 @@ async fn authenticate(
                 });
             }
         }
-        return Ok((principal, Some(csrf)));
+        return Ok(Caller {
+            principal,
+            csrf: Some(csrf),
+            share: None,
+        });
+    }
+    if let Some(token) = cookie_value(headers, SHARE_COOKIE) {
+        return share(state, &token).await;
     }
     Err(Refusal::unauthorized(
         "authentication required: a Bearer token or a session (POST /auth/login)",
     ))
+}
+
+/// A share link's token: read-only, one study.
+async fn share(state: &AppState, token: &str) -> Result<Caller, Refusal> {
+    let found = state
+        .shares
+        .check_share(token)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let claimed = parse_token(token).map(|(id, _)| format!("share {id}"));
+    let Some(info) = found else {
+        return Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            reason: "this share link is invalid, expired or revoked".into(),
+            claimed,
+            bad_token: true,
+        });
+    };
+    Ok(Caller {
+        principal: Principal {
+            name: format!("share {}", info.id),
+            role: Role::Clinician,
+            method: AuthMethod::Share,
+        },
+        csrf: None,
+        share: Some(info),
+    })
 }
 
 /// An API token or an OIDC JWT.
@@ -352,13 +470,17 @@ fn unavailable(e: &dyn std::error::Error) -> Refusal {
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, SESSION_COOKIE)
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == SESSION_COOKIE)
+        .find(|c| c.name() == name)
         .map(|c| c.value().to_owned())
 }
 
@@ -548,13 +670,23 @@ pub async fn login(
 /// `Set-Cookie` for the session: HttpOnly (no script reads it), SameSite=Strict
 /// (no other site's page sends it), Secure over HTTPS. The value is hex.
 fn session_cookie_header(state: &AppState, value: &str, lifetime: Duration) -> HeaderValue {
+    cookie_header(state, SESSION_COOKIE, value, lifetime)
+}
+
+/// `Set-Cookie` for one of ours: HttpOnly, SameSite=Strict, Secure over HTTPS.
+pub(super) fn cookie_header(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    lifetime: Duration,
+) -> HeaderValue {
     let secure = if secure_cookies(state) {
         "; Secure"
     } else {
         ""
     };
     let cookie = format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         lifetime.as_secs()
     );
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -571,7 +703,8 @@ fn secure_cookies(state: &AppState) -> bool {
             .is_some_and(|u| u.starts_with("https://"))
 }
 
-/// `POST /auth/logout`: ends the session (the gate has checked its CSRF token).
+/// `POST /auth/logout`: ends the session (the gate has checked its CSRF
+/// token) and forgets any share link the browser held.
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(cookie) = session_cookie(&headers)
         && let Err(e) = state.accounts.logout(&cookie).await
@@ -580,26 +713,39 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
+    response.headers_mut().append(
         header::SET_COOKIE,
         session_cookie_header(&state, "", Duration::ZERO),
+    );
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        cookie_header(&state, SHARE_COOKIE, "", Duration::ZERO),
     );
     response
 }
 
 /// `GET /auth/me`: who the caller is, and the session's CSRF token.
+/// A share link's caller also learns the one study it opens and until when.
 pub async fn me(
     State(state): State<AppState>,
     axum::Extension(principal): axum::Extension<Principal>,
     csrf: Option<axum::Extension<SessionCsrf>>,
+    share: Option<axum::Extension<ShareInfo>>,
 ) -> Json<serde_json::Value> {
-    Json(json!({
+    let mut me = json!({
         "name": principal.name,
         "role": principal.role,
         "method": principal.method,
         "csrf": csrf.map(|c| c.0.0),
         "auth": state.config.auth,
-    }))
+    });
+    if let Some(axum::Extension(share)) = share {
+        me["share"] = json!({
+            "study": share.study_instance_uid,
+            "expires_at_ms": share.expires_at_ms,
+        });
+    }
+    Json(me)
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //! - [`auth`]: authentication, authorisation, audit; sign in and out.
 //! - [`admin`]: users and API tokens. [`audit`]: the audit log.
 //! - [`delete`]: DICOMweb DELETE of studies, series, instances.
+//! - [`fhir`]: FHIR ImagingStudy and CapabilityStatement (`/fhir`).
+//! - [`feed`]: the change feed (`/changefeed`).
+//! - [`shares`]: share links (`/shares`, opened at `/s/{token}`).
 //! - [`stow`]: STOW-RS store transactions.
 //! - [`qido`]: QIDO-RS searches.
 //! - [`wado`]: WADO-RS retrieve (instances, metadata, frames, bulk data) and WADO-URI.
@@ -17,8 +20,11 @@ pub mod audit;
 pub mod auth;
 pub mod delete;
 pub mod error;
+pub mod feed;
+pub mod fhir;
 pub mod qido;
 pub mod render;
+pub mod shares;
 pub mod stow;
 pub mod viewer;
 pub mod wado;
@@ -36,8 +42,8 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use crate::app::AppState;
 use crate::auth::Access::{Admin, Public, Read, SignedIn, Store};
 use crate::auth::audit::Action::{
-    AuditRead, Delete, Login, Logout, Other, Query, Render, Retrieve, Store as Stored, Tokens,
-    Users,
+    AuditRead, Delete, Login, Logout, Other, Query, Render, Retrieve, Share, Store as Stored,
+    Tokens, Users,
 };
 use auth::Route;
 
@@ -122,6 +128,18 @@ pub fn routes() -> Vec<(Route, MethodRouter<AppState>)> {
         POST "/admin/tokens" Admin Tokens => admin::create_token;
         DELETE "/admin/tokens/{token}" Admin Tokens => admin::revoke_token;
         GET "/audit" Admin AuditRead => audit::search_audit;
+        // FHIR clients read the CapabilityStatement before they authenticate;
+        // it holds no patient data.
+        GET "/fhir/metadata" Public Other => fhir::capability_statement;
+        GET "/fhir/ImagingStudy" Read Query => fhir::search_imaging_studies;
+        GET "/fhir/ImagingStudy/{study}" Read Retrieve => fhir::read_imaging_study;
+        GET "/changefeed" Read Query => feed::changes;
+        GET "/changefeed/latest" Read Query => feed::latest;
+        GET "/shares" Read Share => shares::list_shares;
+        POST "/shares" Read Share => shares::create_share;
+        DELETE "/shares/{id}" Read Share => shares::revoke_share;
+        // Public: the link is the credential; it records its own audit event.
+        GET "/s/{token}" Public Share => shares::open_share;
     }
 }
 
@@ -234,8 +252,13 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// `http://{Host}`. A Host header with characters a host name cannot have is
 /// ignored (it would end up inside JSON and URLs).
 pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    format!("{}{DICOMWEB_ROOT}", site_url(state, headers))
+}
+
+/// The server's own root as clients reach it (see [`base_url`]).
+pub fn site_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = &state.config.public_url {
-        return format!("{url}{DICOMWEB_ROOT}");
+        return url.clone();
     }
     let host = headers
         .get(header::HOST)
@@ -248,5 +271,10 @@ pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
         })
         .map(str::to_owned)
         .unwrap_or_else(|| state.config.http.to_string());
-    format!("http://{host}{DICOMWEB_ROOT}")
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
 }

@@ -160,6 +160,41 @@ const TABLES: &[Table] = &[
             ("detail", Text),
         ],
     },
+    // The change feed keeps its sequence numbers: an EHR polling the new
+    // database goes on from where it was.
+    Table {
+        name: "change_feed",
+        order: "seq",
+        columns: &[
+            ("seq", Int),
+            ("kind", Text),
+            ("study_instance_uid", Text),
+            ("series_instance_uid", Text),
+            ("sop_instance_uid", Text),
+            ("patient_id", Text),
+            ("time_ms", Int),
+        ],
+    },
+    Table {
+        name: "webhook_cursors",
+        order: "url",
+        columns: &[("url", Text), ("seq", Int), ("updated_at", Int)],
+    },
+    Table {
+        name: "share_links",
+        order: "id",
+        columns: &[
+            ("id", Text),
+            ("secret_sha256", Text),
+            ("study_instance_uid", Text),
+            ("created_by", Text),
+            ("note", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("revoked_at", Int),
+            ("last_used_at", Int),
+        ],
+    },
 ];
 
 /// Rows per INSERT: well under both dialects' bound-parameter limits
@@ -183,6 +218,8 @@ pub struct CopyReport {
     pub users: u64,
     pub tokens: u64,
     pub audit_events: u64,
+    pub changes: u64,
+    pub shares: u64,
 }
 
 /// An index opened by URL, as its concrete type (the copy is generic over both).
@@ -337,7 +374,9 @@ where
             "users" => report.users = copied,
             "api_tokens" => report.tokens = copied,
             "audit_events" => report.audit_events = copied,
-            // Tombstones of deleted objects travel without a count of their own.
+            "change_feed" => report.changes = copied,
+            "share_links" => report.shares = copied,
+            // Tombstones and webhook cursors travel without a count of their own.
             _ => {}
         }
     }
@@ -438,6 +477,8 @@ mod tests {
                 studies: 3,
                 series: 6,
                 instances: 19,
+                // One feed entry per instance stored.
+                changes: 19,
                 ..Default::default()
             }
         );

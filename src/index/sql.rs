@@ -26,6 +26,7 @@ use super::{
     ConflictPolicy, Deleted, Index, IndexError, InsertOutcome, InstanceRecord, Scope,
     SearchOutcome, StoredInstance,
 };
+use crate::feed::ChangeKind;
 use aina_dicomweb::qido::{QidoQuery, QueryLevel};
 
 /// What one SQL dialect does its own way.
@@ -128,6 +129,35 @@ fn non_empty(v: &Option<String>) -> Option<String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
+}
+
+/// A change feed entry about to be written.
+struct NewChange {
+    kind: ChangeKind,
+    /// Study, series and SOP Instance UIDs.
+    uids: (String, String, String),
+    patient_id: Option<String>,
+}
+
+/// What an insert changed, for the change feed: nothing when the instance was
+/// already there or refused.
+fn change_of(record: &InstanceRecord, outcome: &InsertOutcome) -> Option<NewChange> {
+    let kind = match outcome {
+        InsertOutcome::Inserted => ChangeKind::Create,
+        InsertOutcome::ConflictKeptBoth { .. } | InsertOutcome::ConflictReplaced { .. } => {
+            ChangeKind::Replace
+        }
+        InsertOutcome::AlreadyPresent | InsertOutcome::ConflictRejected { .. } => return None,
+    };
+    Some(NewChange {
+        kind,
+        uids: (
+            record.study_instance_uid.clone(),
+            record.series_instance_uid.clone(),
+            record.sop_instance_uid.clone(),
+        ),
+        patient_id: non_empty(&record.study.patient_id),
+    })
 }
 
 /// The current row under a SOP Instance UID.
@@ -509,13 +539,14 @@ where
         tx: &mut Transaction<'static, DB>,
         object_key: &str,
     ) -> Result<bool, IndexError> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT study_instance_uid, series_instance_uid FROM instances WHERE object_key = $1",
+        let row: Option<(String, String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT study_instance_uid, series_instance_uid, sop_instance_uid, superseded_at \
+             FROM instances WHERE object_key = $1",
         )
         .bind(object_key)
         .fetch_optional(&mut **tx)
         .await?;
-        let Some((study, series)) = row else {
+        let Some((study, series, sop, superseded)) = row else {
             return Ok(false);
         };
         DB::lock(tx, &[format!("study:{study}")]).await?;
@@ -525,8 +556,63 @@ where
             .bind(object_key)
             .execute(&mut **tx)
             .await?;
+        if superseded.is_none() {
+            // The instance is no longer served: a delete for the change feed.
+            let patient_id = Self::patient_of(tx, &study).await?;
+            let change = NewChange {
+                kind: ChangeKind::Delete,
+                uids: (study.clone(), series.clone(), sop),
+                patient_id,
+            };
+            Self::append_changes(tx, &[change]).await?;
+        }
         Self::refresh(tx, &study, &series, now_ms()).await?;
         Ok(true)
+    }
+
+    async fn patient_of(
+        tx: &mut Transaction<'static, DB>,
+        study: &str,
+    ) -> Result<Option<String>, IndexError> {
+        Ok(
+            sqlx::query_scalar("SELECT patient_id FROM studies WHERE study_instance_uid = $1")
+                .bind(study)
+                .fetch_optional(&mut **tx)
+                .await?
+                .flatten(),
+        )
+    }
+
+    /// Appends to the change feed, last in the write transaction: the feed
+    /// lock (an advisory lock on PostgreSQL, the write lock SQLite already
+    /// holds) is kept until commit, so `MAX(seq) + 1` is taken and made
+    /// visible in one order by every writer, on every node.
+    async fn append_changes(
+        tx: &mut Transaction<'static, DB>,
+        changes: &[NewChange],
+    ) -> Result<(), IndexError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        DB::lock(tx, &["change-feed".to_owned()]).await?;
+        let now = now_ms();
+        for change in changes {
+            let (study, series, sop) = &change.uids;
+            sqlx::query(
+                "INSERT INTO change_feed (seq, kind, study_instance_uid, series_instance_uid, \
+                 sop_instance_uid, patient_id, time_ms) \
+                 SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6 FROM change_feed",
+            )
+            .bind(change.kind.as_str())
+            .bind(study)
+            .bind(series)
+            .bind(sop)
+            .bind(change.patient_id.clone())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn delete_scope(
@@ -562,12 +648,7 @@ where
         if rows.is_empty() {
             return Ok(deleted);
         }
-        deleted.patient_id =
-            sqlx::query_scalar("SELECT patient_id FROM studies WHERE study_instance_uid = $1")
-                .bind(study)
-                .fetch_optional(&mut **tx)
-                .await?
-                .flatten();
+        deleted.patient_id = Self::patient_of(tx, study).await?;
         let mut series_touched: Vec<String> = Vec::new();
         for r in &rows {
             let series: String = r.try_get("series_instance_uid")?;
@@ -607,6 +688,16 @@ where
         for series in &series_touched {
             Self::refresh(tx, study, series, now).await?;
         }
+        let changes: Vec<NewChange> = deleted
+            .instances
+            .iter()
+            .map(|uids| NewChange {
+                kind: ChangeKind::Delete,
+                uids: uids.clone(),
+                patient_id: deleted.patient_id.clone(),
+            })
+            .collect();
+        Self::append_changes(tx, &changes).await?;
         Ok(deleted)
     }
 
@@ -672,7 +763,11 @@ where
         record: &InstanceRecord,
         policy: ConflictPolicy,
     ) -> Result<InsertOutcome, IndexError> {
-        write_tx!(self, tx => Self::insert(&mut tx, record, policy))
+        write_tx!(self, tx => async {
+            let outcome = Self::insert(&mut tx, record, policy).await?;
+            Self::append_changes(&mut tx, change_of(record, &outcome).as_slice()).await?;
+            Ok(outcome)
+        })
     }
 
     async fn insert_instances(
@@ -682,9 +777,13 @@ where
     ) -> Result<Vec<InsertOutcome>, IndexError> {
         write_tx!(self, tx => async {
             let mut outcomes = Vec::with_capacity(records.len());
+            let mut changes = Vec::new();
             for record in records {
-                outcomes.push(Self::insert(&mut tx, record, policy).await?);
+                let outcome = Self::insert(&mut tx, record, policy).await?;
+                changes.extend(change_of(record, &outcome));
+                outcomes.push(outcome);
             }
+            Self::append_changes(&mut tx, &changes).await?;
             Ok(outcomes)
         })
     }

@@ -1,0 +1,74 @@
+//! The change feed over HTTP ([`crate::feed`]): `GET /changefeed?since=&limit=`
+//! and `GET /changefeed/latest`.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::feed::MAX_LIMIT;
+
+/// Entries per answer when `limit` is absent.
+const DEFAULT_LIMIT: u32 = 100;
+
+/// `GET /changefeed` parameters (strings, so that a bad one gets our
+/// message rather than the extractor's).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /changefeed?since=SEQ&limit=N`: the entries after `since` (default 0),
+/// oldest first, at most `limit` (1 to 1000, default 100). Poll with the
+/// last `sequence` seen; an empty list means nothing new yet.
+pub async fn changes(
+    State(state): State<AppState>,
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{}; the change feed takes since and limit",
+            e.body_text()
+        ))
+    })?;
+    let since = match query.since.as_deref() {
+        None => 0,
+        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "since={s:?}: expected a sequence number, 0 or more"
+            ))
+        })?,
+    };
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit={s:?}: expected 1 to {MAX_LIMIT}"))
+            })?,
+    };
+    let latest = state.feed.latest().await?;
+    if since > latest {
+        // A poller ahead of the feed was pointed at another archive or
+        // another database: saying so beats an empty answer forever.
+        return Err(ApiError::bad_request(format!(
+            "since={since} is beyond the latest sequence number, {latest}"
+        )));
+    }
+    let changes = state.feed.changes(since, limit).await?;
+    Ok(Json(changes).into_response())
+}
+
+/// `GET /changefeed/latest`: the newest sequence number (0 for an empty feed),
+/// where a new poller that wants only what happens next starts.
+pub async fn latest(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let latest = state.feed.latest().await?;
+    Ok(Json(json!({ "sequence": latest })).into_response())
+}
