@@ -2,7 +2,7 @@
 //! and `GET /changefeed/latest`.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -68,7 +68,15 @@ pub async fn changes(
 
 /// `GET /changefeed/latest`: the newest sequence number (0 for an empty feed),
 /// where a new poller that wants only what happens next starts.
-pub async fn latest(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn latest(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    if query.is_some_and(|q| !q.is_empty()) {
+        return Err(ApiError::bad_request(
+            "/changefeed/latest takes no parameters",
+        ));
+    }
     let latest = state.feed.latest().await?;
     Ok(Json(json!({ "sequence": latest })).into_response())
 }
