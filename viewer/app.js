@@ -16,6 +16,21 @@ register({
     'app.language': 'Language',
     'app.signOut': 'Sign out',
     'app.copyLink': 'Copy link',
+    'app.share': 'Share…',
+    'app.sharedUntil': 'Shared study · read only · until {date}',
+    'share.title': 'Share this study',
+    'share.explain': 'Anyone with the link can view this one study, read only, until it expires. Every use is recorded. You can revoke it from this dialog.',
+    'share.lifetime': 'Link valid for',
+    'share.day': '1 day',
+    'share.week': '7 days',
+    'share.month': '30 days',
+    'share.note': 'For (optional, not in the link)',
+    'share.create': 'Create link',
+    'share.copy': 'Copy',
+    'share.revoke': 'Revoke',
+    'share.revoked': 'Link revoked',
+    'share.expires': 'Expires {date}',
+    'share.failed': 'The link could not be made: {reason}',
     'app.studies': 'Studies',
     'app.patientStudies': 'All studies of this patient',
     'app.opening': 'Opening the study…',
@@ -29,6 +44,21 @@ register({
     'app.language': 'Язык',
     'app.signOut': 'Выйти',
     'app.copyLink': 'Копировать ссылку',
+    'app.share': 'Поделиться…',
+    'app.sharedUntil': 'Исследование по ссылке · только просмотр · до {date}',
+    'share.title': 'Поделиться исследованием',
+    'share.explain': 'Любой, у кого есть ссылка, сможет просмотреть только это исследование, без изменений, пока ссылка действует. Каждое открытие записывается. Ссылку можно отозвать в этом окне.',
+    'share.lifetime': 'Ссылка действует',
+    'share.day': '1 день',
+    'share.week': '7 дней',
+    'share.month': '30 дней',
+    'share.note': 'Для кого (необязательно, в ссылку не входит)',
+    'share.create': 'Создать ссылку',
+    'share.copy': 'Копировать',
+    'share.revoke': 'Отозвать',
+    'share.revoked': 'Ссылка отозвана',
+    'share.expires': 'Действует до {date}',
+    'share.failed': 'Не удалось создать ссылку: {reason}',
     'app.studies': 'Исследования',
     'app.patientStudies': 'Все исследования пациента',
     'app.opening': 'Открытие исследования…',
@@ -42,6 +72,21 @@ register({
     'app.language': 'Тіл',
     'app.signOut': 'Шығу',
     'app.copyLink': 'Сілтемені көшіру',
+    'app.share': 'Бөлісу…',
+    'app.sharedUntil': 'Сілтеме арқылы ашылған зерттеу · тек қарау · {date} дейін',
+    'share.title': 'Зерттеумен бөлісу',
+    'share.explain': 'Сілтемесі бар кез келген адам сілтеме жарамды болғанша тек осы зерттеуді өзгертусіз көре алады. Әр ашылуы жазылады. Сілтемені осы терезеде қайтарып алуға болады.',
+    'share.lifetime': 'Сілтеменің жарамдылық мерзімі',
+    'share.day': '1 күн',
+    'share.week': '7 күн',
+    'share.month': '30 күн',
+    'share.note': 'Кімге (міндетті емес, сілтемеге кірмейді)',
+    'share.create': 'Сілтеме жасау',
+    'share.copy': 'Көшіру',
+    'share.revoke': 'Қайтарып алу',
+    'share.revoked': 'Сілтеме қайтарып алынды',
+    'share.expires': '{date} дейін жарамды',
+    'share.failed': 'Сілтеме жасау мүмкін болмады: {reason}',
     'app.studies': 'Зерттеулер',
     'app.patientStudies': 'Пациенттің барлық зерттеулері',
     'app.opening': 'Зерттеу ашылуда…',
@@ -58,6 +103,7 @@ const listSection = document.getElementById('list');
 const readingSection = document.getElementById('reading');
 const crumbs = document.getElementById('crumbs');
 const copyButton = document.getElementById('copy-link');
+const shareButton = document.getElementById('share');
 const langSelect = document.getElementById('lang');
 
 /** A valid UID (PS3.5 §9.1): digits and dots, at most 64 characters. */
@@ -88,7 +134,14 @@ const me = fetch('/auth/me', { credentials: 'same-origin' })
   })
   .catch(() => null);
 me.then((who) => {
+  if (who?.method === 'share') {
+    enterShared(who.share);
+    return;
+  }
   if (!who || who.method === 'anonymous') return;
+  canShare = who.role !== 'ingest';
+  csrf = who.csrf ?? '';
+  if (canShare && document.body.dataset.study) shareButton.hidden = false;
   userLabel.textContent = who.name;
   userLabel.hidden = false;
   signOutButton.hidden = false;
@@ -101,6 +154,34 @@ me.then((who) => {
     location.assign('/login');
   });
 });
+
+// A share link (`/s/…` lands on `/viewer?studyUID=…&shared=1`) opens one
+// study, read only: no list, no other study, no patient's other studies.
+// The archive enforces that; the page only stops offering what would be
+// refused. The URL says so at once (no wait for /auth/me before the first
+// image); /auth/me then gives the link's study and end.
+let shared = null; // {study, expires_at_ms}
+{
+  const params = new URLSearchParams(location.search);
+  if (location.pathname === '/viewer' && params.get('shared') === '1') enterShared({ study: params.get('studyUID') });
+}
+let canShare = false;
+let csrf = '';
+
+function enterShared(share) {
+  if (!share?.study) return;
+  shared = { ...shared, ...share };
+  document.body.dataset.shared = '';
+  copyButton.hidden = true;
+  shareButton.hidden = true;
+  if (shared.expires_at_ms) {
+    const date = new Date(shared.expires_at_ms).toLocaleString(lang());
+    userLabel.textContent = t('app.sharedUntil', { date });
+    userLabel.hidden = false;
+  }
+  const url = new URL(location.href);
+  if (url.pathname !== '/viewer' || url.searchParams.get('studyUID') !== shared.study) route();
+}
 
 let reading = null; // {controller, handle} of the open reading view
 let generation = 0; // a route superseded while loading must not draw
@@ -116,6 +197,11 @@ function route() {
   closeReading();
   clearErrors();
   const url = new URL(location.href);
+  if (shared && (url.pathname !== '/viewer' || url.searchParams.get('studyUID') !== shared.study)) {
+    history.replaceState(null, '', `/viewer?studyUID=${encodeURIComponent(shared.study)}&shared=1`);
+    route();
+    return;
+  }
   if (url.pathname === '/viewer') openViewer(url.searchParams, current);
   else showList(url.search);
 }
@@ -127,6 +213,7 @@ function setView(view) {
   delete document.body.dataset.study;
   delete document.body.dataset.patient;
   copyButton.hidden = true;
+  shareButton.hidden = true;
 }
 
 function showList(search) {
@@ -169,7 +256,7 @@ async function openViewer(params, current) {
     return;
   }
   setView('reading');
-  drawCrumbs = () => crumbs.replaceChildren(listLink());
+  drawCrumbs = () => crumbs.replaceChildren(shared ? '' : listLink());
   drawCrumbs();
   document.title = 'Aina';
   readingSection.replaceChildren(el('p', { className: 'placeholder', textContent: t('app.opening') }));
@@ -199,16 +286,25 @@ async function openViewer(params, current) {
   if (pid) document.body.dataset.patient = pid;
   drawCrumbs = () => {
     const name = personName(study, '00100010');
+    const patient = el('span', { className: 'patient', textContent: [name, pid && `(${pid})`].filter(Boolean).join(' ') });
+    if (shared) {
+      crumbs.replaceChildren(patient);
+      return;
+    }
     crumbs.replaceChildren(
       listLink(),
       el('span', { className: 'sep', 'aria-hidden': 'true', textContent: '›' }),
-      el('span', { className: 'patient', textContent: [name, pid && `(${pid})`].filter(Boolean).join(' ') }),
+      patient,
       pid ? el('a', { href: `/?PatientID=${encodeURIComponent(pid)}`, dataset: { nav: '' }, textContent: t('app.patientStudies') }) : '',
     );
   };
   drawCrumbs();
-  copyButton.hidden = false;
-  copyButton.onclick = () => copyText(studyLink(uid));
+  if (!shared) {
+    copyButton.hidden = false;
+    copyButton.onclick = () => copyText(studyLink(uid));
+    shareButton.hidden = !canShare;
+    shareButton.onclick = () => shareDialog(uid);
+  }
 
   const controller = new AbortController();
   reading = { controller, handle: null };
@@ -221,12 +317,20 @@ async function openViewer(params, current) {
   }
   if (current !== generation) return;
   readingSection.replaceChildren();
-  const onBack = () => {
-    if (history.state?.fromList) history.back();
-    else navigate(patientID ? `/?PatientID=${encodeURIComponent(patientID)}` : '/');
-  };
+  const onBack = shared
+    ? null
+    : () => {
+        if (history.state?.fromList) history.back();
+        else navigate(patientID ? `/?PatientID=${encodeURIComponent(patientID)}` : '/');
+      };
   try {
-    const handle = await module.openStudy(readingSection, { client, studyUID: uid, patientID: pid, onBack, signal: controller.signal });
+    const handle = await module.openStudy(readingSection, {
+      client,
+      studyUID: uid,
+      patientID: shared ? undefined : pid,
+      onBack,
+      signal: controller.signal,
+    });
     if (current === generation) reading.handle = handle;
     else handle?.close?.();
   } catch (e) {
@@ -254,10 +358,88 @@ function fail(message, patientID) {
       'div',
       { className: 'failure', role: 'alert' },
       el('p', { textContent: message }),
-      el('p', {}, el('a', { href: '/', dataset: { nav: '' }, textContent: t('app.backToList') })),
-      patientID && el('p', {}, el('a', { href: `/?PatientID=${encodeURIComponent(patientID)}`, dataset: { nav: '' }, textContent: t('app.patientStudies') })),
+      !shared && el('p', {}, el('a', { href: '/', dataset: { nav: '' }, textContent: t('app.backToList') })),
+      !shared && patientID && el('p', {}, el('a', { href: `/?PatientID=${encodeURIComponent(patientID)}`, dataset: { nav: '' }, textContent: t('app.patientStudies') })),
     ),
   );
+}
+
+/**
+ * Makes a share link for the open study (POST /shares) and shows it with a
+ * copy button and a revoke button. The link is shown here once: the archive
+ * keeps only its digest.
+ */
+function shareDialog(studyUID) {
+  const lifetime = el(
+    'select',
+    { id: 'share-lifetime' },
+    el('option', { value: 24 * 60, textContent: t('share.day') }),
+    el('option', { value: 7 * 24 * 60, textContent: t('share.week'), selected: true }),
+    el('option', { value: 30 * 24 * 60, textContent: t('share.month') }),
+  );
+  const note = el('input', { id: 'share-note', maxLength: 200, autocomplete: 'off' });
+  const create = el('button', { type: 'button', className: 'primary', textContent: t('share.create') });
+  const close = el('button', { type: 'button', textContent: t('ui.close') });
+  const result = el('div', { className: 'share-result', hidden: true });
+  const message = el('p', { className: 'share-error', role: 'alert' });
+  const dialog = el(
+    'dialog',
+    { className: 'copy-dialog share-dialog', 'aria-labelledby': 'share-title' },
+    el('h2', { id: 'share-title', textContent: t('share.title') }),
+    el('p', { className: 'muted', textContent: t('share.explain') }),
+    el('label', {}, el('span', { textContent: t('share.lifetime') }), lifetime),
+    el('label', {}, el('span', { textContent: t('share.note') }), note),
+    message,
+    result,
+    el('div', { className: 'share-actions' }, create, close),
+  );
+  create.addEventListener('click', async () => {
+    create.disabled = true;
+    message.textContent = '';
+    try {
+      const res = await fetch('/shares', {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+        body: JSON.stringify({
+          study: studyUID,
+          expires_in_minutes: Number(lifetime.value),
+          ...(note.value.trim() ? { note: note.value.trim() } : {}),
+        }),
+      });
+      if (!res.ok) throw new Error((await res.text()).trim().slice(0, 300) || res.statusText);
+      const share = await res.json();
+      const field = el('input', { readOnly: true, value: share.url, className: 'share-url' });
+      const copy = el('button', { type: 'button', textContent: t('share.copy'), onclick: () => copyText(share.url) });
+      const revoke = el('button', { type: 'button', textContent: t('share.revoke') });
+      const expires = el('p', { className: 'muted', textContent: t('share.expires', { date: new Date(share.expires_at_ms).toLocaleString(lang()) }) });
+      revoke.addEventListener('click', async () => {
+        revoke.disabled = true;
+        const gone = await fetch(`/shares/${encodeURIComponent(share.id)}`, {
+          method: 'DELETE',
+          credentials: 'same-origin',
+          headers: { 'X-CSRF-Token': csrf },
+        }).catch(() => null);
+        if (gone?.ok) {
+          field.value = '';
+          copy.disabled = true;
+          expires.textContent = t('share.revoked');
+        } else {
+          revoke.disabled = false;
+        }
+      });
+      result.replaceChildren(el('div', { className: 'share-link' }, field, copy, revoke), expires);
+      result.hidden = false;
+      field.select();
+    } catch (e) {
+      message.textContent = t('share.failed', { reason: e.message });
+      create.disabled = false;
+    }
+  });
+  close.addEventListener('click', () => dialog.close());
+  dialog.addEventListener('close', () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
 }
 
 // Links marked data-nav stay in the page; with a modifier key (new tab,

@@ -185,6 +185,11 @@ export function signIn() {
   // navigation, not a later one aborting the first.
   if (signingIn) return;
   signingIn = true;
+  // A share link has no one to sign in: its page says the link has ended.
+  if ('shared' in document.body.dataset) {
+    location.assign('/login?shared=1');
+    return;
+  }
   const next = location.pathname + location.search;
   location.assign(`/login?next=${encodeURIComponent(next)}`);
 }

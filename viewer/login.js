@@ -15,6 +15,7 @@ register({
     'login.locked': 'Too many failed attempts. Try again in {minutes} min.',
     'login.off': 'Sign-in is not needed on this server.',
     'login.failed': 'Sign-in failed: {reason}',
+    'login.shareEnded': 'The share link you opened has expired or was revoked. Ask whoever sent it for a new one, or sign in.',
   },
   ru: {
     'app.language': 'Язык',
@@ -26,6 +27,7 @@ register({
     'login.locked': 'Слишком много неудачных попыток. Повторите через {minutes} мин.',
     'login.off': 'На этом сервере вход не требуется.',
     'login.failed': 'Не удалось войти: {reason}',
+    'login.shareEnded': 'Ссылка, по которой вы открыли исследование, истекла или отозвана. Попросите новую у того, кто её прислал, или войдите.',
   },
   kk: {
     'app.language': 'Тіл',
@@ -37,6 +39,7 @@ register({
     'login.locked': 'Сәтсіз әрекеттер тым көп. {minutes} минуттан кейін қайталаңыз.',
     'login.off': 'Бұл серверде кіру қажет емес.',
     'login.failed': 'Кіру мүмкін болмады: {reason}',
+    'login.shareEnded': 'Сіз ашқан сілтеменің мерзімі өтті немесе ол қайтарып алынды. Жіберген адамнан жаңасын сұраңыз немесе жүйеге кіріңіз.',
   },
 });
 
@@ -45,8 +48,17 @@ const error = document.getElementById('login-error');
 const langSelect = document.getElementById('lang');
 langSelect.value = lang();
 langSelect.addEventListener('change', () => setLang(langSelect.value));
-window.addEventListener('aina:lang', () => translate());
+// A share link that ended while its study was open lands here.
+const shareEnded = new URLSearchParams(location.search).get('shared') === '1';
+const sayShareEnded = () => {
+  if (shareEnded) error.textContent = t('login.shareEnded');
+};
+window.addEventListener('aina:lang', () => {
+  translate();
+  sayShareEnded();
+});
 translate();
+sayShareEnded();
 
 /** Where to go after signing in: a same-origin path, else the study list. */
 function next() {

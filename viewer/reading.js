@@ -240,13 +240,14 @@ class Session {
     this.fpsInput = el('input', { type: 'number', min: 1, max: 60, value: this.cine.fps, className: 'rv-fps', onchange: () => { this.cine.fps = Math.min(60, Math.max(1, Number(this.fpsInput.value) || 15)); } });
     this.cineButton = button('reading.cine', 'Space', () => this.toggleCine());
     this.cineGroup = group(this.cineButton, el('label', { className: 'rv-fps-label' }, this.fpsInput, el('span', { dataset: { i18n: 'reading.fps' } })));
-    this.priorButton = button('reading.prior', 'C', () => this.togglePrior(), { hidden: !this.isMammo, dataset: { action: 'prior' } });
+    // A shared study is opened without its patient: no prior to look for.
+    this.priorButton = button('reading.prior', 'C', () => this.togglePrior(), { hidden: !this.isMammo || !this.patientID, dataset: { action: 'prior' } });
     this.priorViewButton = button('reading.priorView', 'M', () => this.togglePriorView(), { hidden: true, dataset: { action: 'prior-view' } });
     this.tagsButton = button('reading.tags', 'D', () => this.toggleTags(), { dataset: { action: 'tags' } });
     this.helpButton = button('reading.help', '?', () => this.toggleHelp(), { dataset: { action: 'help' } });
     const act = (key, shortcut, fn, name) => button(key, shortcut, () => this.active && fn(this.active), { dataset: { action: name } });
     const bar = el('div', { className: 'rv-bar', role: 'toolbar' },
-      group(button('reading.back', '', () => this.back(), { className: 'rv-btn rv-back' })),
+      group(button('reading.back', '', () => this.back(), { className: 'rv-btn rv-back', hidden: !this.onBack })),
       group(...Object.values(this.layoutButtons)),
       group(...Object.values(this.toolButtons)),
       group(this.presetSelect,

@@ -197,7 +197,8 @@ pub async fn open_share(
     state.audit.record(event).await;
     let remaining = share.expires_at_ms - crate::index::sql::now_ms();
     let lifetime = Duration::from_millis(u64::try_from(remaining).unwrap_or(0));
-    let location = format!("/viewer?studyUID={}", share.study_instance_uid);
+    // `shared=1` tells the viewer at once that it opens one study, read only.
+    let location = format!("/viewer?studyUID={}&shared=1", share.study_instance_uid);
     let mut response = StatusCode::SEE_OTHER.into_response();
     let headers = response.headers_mut();
     headers.insert(

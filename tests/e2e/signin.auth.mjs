@@ -56,3 +56,54 @@ test('the sign-in page speaks Russian and Kazakh', { locale: 'ru-RU' }, async ({
   await page.selectOption('#lang', 'kk');
   await until(page, () => document.querySelector('h1')?.textContent === 'Aina жүйесіне кіру');
 });
+
+// A study stored by tests/it/viewer.rs (AINA_STUDY) is shared from the
+// viewer; the link, opened in a browser with no account, shows that study
+// read only and nothing else, and stops working once revoked.
+test('a reader shares a study; the link opens it, read only, until revoked', async ({ page, browser }) => {
+  const study = process.env.AINA_STUDY;
+  await page.goto(`${BASE}/login?next=${encodeURIComponent(`/viewer?studyUID=${study}`)}`);
+  await page.fill('#username', 'dr.aliya');
+  await page.fill('#password', PASSWORD);
+  await page.click('button[type=submit]');
+  await page.waitForURL((url) => url.pathname === '/viewer');
+  await until(page, () => !document.querySelector('#share')?.hidden);
+  await page.click('#share');
+  await page.selectOption('#share-lifetime', String(24 * 60));
+  await page.fill('#share-note', 'Referral: oncology centre');
+  await page.click('.share-dialog .primary');
+  await until(page, () => document.querySelector('.share-url')?.value);
+  const link = await page.inputValue('.share-url');
+  expect(link.startsWith(`${BASE}/s/ainas_`)).toBe(true);
+  await screenshot(page, 'share-dialog');
+
+  // Another browser, nobody signed in.
+  const guest = await browser.newContext({ locale: 'en-US', viewport: { width: 1440, height: 900 } });
+  const other = await guest.newPage();
+  const errors = [];
+  other.on('pageerror', (e) => errors.push(String(e)));
+  await other.goto(link);
+  await other.waitForURL((url) => url.pathname === '/viewer' && url.searchParams.get('studyUID') === study);
+  await until(other, () => {
+    const vps = [...document.querySelectorAll('.rv-vp[data-sop]')];
+    return vps.length > 0 && vps.every((v) => ['preview', 'full'].includes(v.dataset.state));
+  }, undefined, 60_000);
+  await until(other, () => document.querySelector('#user')?.textContent.startsWith('Shared study'));
+  expect(await other.evaluate(() => document.querySelectorAll('#crumbs a').length)).toBe(0);
+  expect(await other.evaluate(() => document.querySelector('#share').hidden && document.querySelector('#copy-link').hidden)).toBe(true);
+  expect(await other.evaluate(() => document.querySelector('.rv-back').hidden)).toBe(true);
+  await screenshot(other, 'shared-study');
+  // Nothing else: the list is not shown, the archive refuses other searches.
+  expect(await other.evaluate(() => fetch('/dicomweb/studies').then((r) => r.status))).toBe(403);
+  await other.goto(`${BASE}/`);
+  await other.waitForURL((url) => url.pathname === '/viewer' && url.searchParams.get('shared') === '1');
+
+  // Revoked from the dialog: the link's viewer is sent to a page that says so.
+  await page.click('.share-link button:last-child');
+  await until(page, () => document.querySelector('.share-result .muted')?.textContent === 'Link revoked');
+  await other.reload();
+  await other.waitForURL((url) => url.pathname === '/login' && url.searchParams.get('shared') === '1');
+  await until(other, () => document.querySelector('#login-error')?.textContent.includes('expired or was revoked'));
+  expect(errors).toEqual([]);
+  await guest.close();
+});

@@ -113,7 +113,7 @@ async fn a_link_opens_one_study_read_only() {
     assert_eq!(opened.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         opened.headers()[header::LOCATION],
-        format!("/viewer?studyUID={study}").as_str()
+        format!("/viewer?studyUID={study}&shared=1").as_str()
     );
     let cookie = opened.headers()[header::SET_COOKIE].to_str().unwrap();
     assert!(cookie.starts_with("aina_share=ainas_"), "{cookie}");

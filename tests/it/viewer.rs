@@ -236,6 +236,41 @@ async fn viewer_sign_in_in_headless_chromium() {
         .create_user("dr.aliya", aina::auth::Role::Reader, password)
         .await
         .unwrap();
+    // A study for the share-link test, stored with a device's token.
+    let device = srv
+        .server
+        .state
+        .accounts
+        .create_token(
+            "modality",
+            aina::auth::Role::Ingest,
+            Duration::from_secs(86_400),
+        )
+        .await
+        .unwrap()
+        .token;
+    let study = sample()
+        .iter()
+        .find(|g| g.modality == "CR")
+        .unwrap()
+        .study_instance_uid
+        .clone();
+    let files: Vec<&[u8]> = sample()
+        .iter()
+        .filter(|g| g.study_instance_uid == study)
+        .map(|g| g.bytes.as_slice())
+        .collect();
+    let (content_type, body) = dicom_parts(&files);
+    let stored = srv
+        .client
+        .post(format!("{}/studies", srv.dicomweb))
+        .bearer_auth(device)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), StatusCode::OK);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let scratch = tempfile::tempdir().unwrap();
     let screenshots = std::env::var_os("AINA_SCREENSHOTS")
@@ -246,6 +281,7 @@ async fn viewer_sign_in_in_headless_chromium() {
         .current_dir(repo)
         .env("AINA_URL", &srv.root)
         .env("AINA_PASSWORD", password)
+        .env("AINA_STUDY", &study)
         .env("AINA_TEST_CHROMIUM", &chromium)
         .env("NODE_PATH", Path::new(&playwright).join("node_modules"))
         .env("AINA_SCREENSHOTS", &screenshots)
@@ -273,7 +309,9 @@ async fn viewer_sign_in_in_headless_chromium() {
     use aina::auth::audit::Action;
     let count = |a: Action| events.iter().filter(|r| r.event.action == a).count();
     // One sign-in in the first script test, three in the second (one per
-    // refused `next`), one wrong password.
-    assert_eq!((count(Action::Login), count(Action::LoginFailed)), (4, 1));
+    // refused `next`), one in the share test; one wrong password.
+    assert_eq!((count(Action::Login), count(Action::LoginFailed)), (5, 1));
+    // The share link: made, opened (and refused once revoked), revoked.
+    assert!(count(Action::Share) >= 3);
     assert_eq!(count(Action::Logout), 1);
 }
