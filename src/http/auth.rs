@@ -11,7 +11,7 @@
 //!   adds an `Authorization` header by itself;
 //! - a share link's token, `Authorization: Bearer ainas_…` or the
 //!   [`SHARE_COOKIE`] set when the link is opened (`http::shares`): read-only,
-//!   one study ([`share_reaches`]).
+//!   one study (`share_reaches`).
 //!
 //! With `--auth` off every request is [`Principal::anonymous`] (an admin): the
 //! server then listens on loopback only, or was started `--insecure`.
