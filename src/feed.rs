@@ -64,7 +64,8 @@ pub struct Change {
     pub sop_instance_uid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patient_id: Option<String>,
-    /// When the change was committed, RFC 3339 UTC.
+    /// When the change was written (under the feed's lock, by the writing
+    /// node's clock), RFC 3339 UTC.
     pub time: String,
 }
 
@@ -78,10 +79,30 @@ pub trait ChangeFeed: Send + Sync + 'static {
     async fn changes(&self, since: i64, limit: u32) -> Result<Vec<Change>, IndexError>;
     /// The newest entry's sequence number (0 when the feed is empty).
     async fn latest(&self) -> Result<i64, IndexError>;
-    /// The last sequence number delivered to this webhook, if it ever started.
-    async fn webhook_cursor(&self, url: &str) -> Result<Option<i64>, IndexError>;
-    /// Records delivery up to `seq` (never moves a cursor back).
-    async fn set_webhook_cursor(&self, url: &str, seq: i64) -> Result<(), IndexError>;
+    /// What tells this feed from another: derived from its first entry, so
+    /// it stays across `migrate-index` (which copies the entries) and
+    /// changes when the index is rebuilt (`aina reindex` into a new
+    /// database numbers from 1 again). `None` while the feed is empty.
+    async fn feed_id(&self) -> Result<Option<String>, IndexError>;
+    /// Takes or renews the delivery lease of a webhook URL for `holder`,
+    /// for `lease_ms`, when no other holder has an unexpired one: the last
+    /// delivered sequence number, or `None` while another node delivers.
+    /// A URL seen for the first time starts at the feed's newest entry.
+    async fn claim_webhook(
+        &self,
+        url: &str,
+        holder: &str,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, IndexError>;
+    /// Records delivery up to `seq` and renews the lease, if `holder` still
+    /// holds it (`false`: another node took over; stop).
+    async fn advance_webhook(
+        &self,
+        url: &str,
+        holder: &str,
+        seq: i64,
+        lease_ms: i64,
+    ) -> Result<bool, IndexError>;
 }
 
 #[async_trait]
@@ -130,26 +151,68 @@ where
         Ok(latest.unwrap_or(0))
     }
 
-    async fn webhook_cursor(&self, url: &str) -> Result<Option<i64>, IndexError> {
-        Ok(
-            sqlx::query_scalar("SELECT seq FROM webhook_cursors WHERE url = $1")
-                .bind(url)
-                .fetch_optional(&self.writer)
-                .await?,
-        )
+    async fn feed_id(&self) -> Result<Option<String>, IndexError> {
+        let first: Option<(String, i64)> =
+            sqlx::query_as("SELECT sop_instance_uid, time_ms FROM change_feed WHERE seq = 1")
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(first.map(|(sop, time)| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(format!("{sop}\n{time}").as_bytes());
+            hex::encode(&digest[..8])
+        }))
     }
 
-    async fn set_webhook_cursor(&self, url: &str, seq: i64) -> Result<(), IndexError> {
+    async fn claim_webhook(
+        &self,
+        url: &str,
+        holder: &str,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, IndexError> {
+        let now = now_ms();
+        // `WHERE true`: SQLite reads `ON CONFLICT` after a bare `FROM t` as
+        // a join constraint.
         sqlx::query(
-            "INSERT INTO webhook_cursors (url, seq, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (url) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at \
-             WHERE webhook_cursors.seq < excluded.seq",
+            "INSERT INTO webhook_cursors (url, seq, updated_at, holder, lease_until) \
+             SELECT $1, COALESCE(MAX(seq), 0), $2, NULL, 0 FROM change_feed WHERE true \
+             ON CONFLICT (url) DO NOTHING",
         )
         .bind(url)
-        .bind(seq)
-        .bind(now_ms())
+        .bind(now)
         .execute(&self.writer)
         .await?;
-        Ok(())
+        Ok(sqlx::query_scalar(
+            "UPDATE webhook_cursors SET holder = $2, lease_until = $3 \
+             WHERE url = $1 AND (holder = $2 OR holder IS NULL OR lease_until < $4) \
+             RETURNING seq",
+        )
+        .bind(url)
+        .bind(holder)
+        .bind(now.saturating_add(lease_ms))
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await?)
+    }
+
+    async fn advance_webhook(
+        &self,
+        url: &str,
+        holder: &str,
+        seq: i64,
+        lease_ms: i64,
+    ) -> Result<bool, IndexError> {
+        let now = now_ms();
+        let held: Option<String> = sqlx::query_scalar(
+            "UPDATE webhook_cursors SET seq = $3, updated_at = $4, lease_until = $5 \
+             WHERE url = $1 AND holder = $2 RETURNING url",
+        )
+        .bind(url)
+        .bind(holder)
+        .bind(seq)
+        .bind(now)
+        .bind(now.saturating_add(lease_ms))
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(held.is_some())
     }
 }

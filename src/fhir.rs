@@ -141,12 +141,9 @@ fn endpoint(dicomweb_root: &str) -> Result<Endpoint, BuilderError> {
             "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
             "dicom-wado-rs",
         )?)
+        // No code system lists DICOM payloads; the MIME type below says it.
         .payload_type(vec![Some(
             CodeableConcept::builder()
-                .coding(vec![Some(coding(
-                    "http://terminology.hl7.org/CodeSystem/endpoint-payload-type",
-                    "DICOM",
-                )?)])
                 .text("DICOM".to_owned())
                 .build()?,
         )])
@@ -382,6 +379,21 @@ pub struct Search {
     pub offset: u64,
     /// One note per parameter ignored.
     pub ignored: Vec<String>,
+    /// The parameters exclude each other (two different study ids, dates
+    /// that cannot both hold): nothing matches.
+    pub impossible: bool,
+}
+
+impl Search {
+    /// Adds a match; FHIR ANDs parameters, so a second, different value for
+    /// the same key matches nothing (QIDO-RS would OR repeated UIDs).
+    fn require(&mut self, key: &'static str, value: String) {
+        match self.matches.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) if *v != value => self.impossible = true,
+            Some(_) => {}
+            None => self.matches.push((key, value)),
+        }
+    }
 }
 
 /// Entries per page when `_count` is absent, and at most.
@@ -419,7 +431,7 @@ pub fn parse_search(params: &[(String, String)], strict: bool) -> Result<Search,
                 if id.is_empty() || id.len() > 64 || id.contains(['*', '?', ',', '\\']) {
                     return Err(format!("{name}={raw:?}: expected a patient identifier"));
                 }
-                search.matches.push(("PatientID", id.to_owned()));
+                search.require("PatientID", id.to_owned());
             }
             "identifier" => {
                 let (system, v) = value.split_once('|').unwrap_or(("", value));
@@ -427,11 +439,11 @@ pub fn parse_search(params: &[(String, String)], strict: bool) -> Result<Search,
                     if !aina_dicomweb::qido::is_uid(uid) || !matches!(system, "" | DICOM_UID) {
                         return Err(format!("identifier={raw:?}: not a Study Instance UID"));
                     }
-                    search.matches.push(("StudyInstanceUID", uid.to_owned()));
+                    search.require("StudyInstanceUID", uid.to_owned());
                 } else if !v.is_empty() && v.len() <= 16 && !v.contains(['*', '?', ',', '\\']) {
                     // Anything else is an accession number (its own system
                     // is the ordering system's, not ours to check).
-                    search.matches.push(("AccessionNumber", v.to_owned()));
+                    search.require("AccessionNumber", v.to_owned());
                 } else {
                     return Err(format!(
                         "identifier={raw:?}: expected urn:oid:<Study Instance UID> or an \
@@ -443,7 +455,7 @@ pub fn parse_search(params: &[(String, String)], strict: bool) -> Result<Search,
                 if !aina_dicomweb::qido::is_uid(value) {
                     return Err(format!("_id={raw:?}: not an ImagingStudy id"));
                 }
-                search.matches.push(("StudyInstanceUID", value.to_owned()));
+                search.require("StudyInstanceUID", value.to_owned());
             }
             "modality" => {
                 let code = value.rsplit_once('|').map_or(value, |(_, c)| c);
@@ -462,7 +474,7 @@ pub fn parse_search(params: &[(String, String)], strict: bool) -> Result<Search,
                         "modality={raw:?}: expected a DICOM modality code such as MG"
                     ));
                 }
-                search.matches.push(("ModalitiesInStudy", code.to_owned()));
+                search.require("ModalitiesInStudy", code.to_owned());
             }
             "started" => {
                 let (lo, hi) = date_bound(value).map_err(|e| format!("started={raw:?}: {e}"))?;
@@ -497,6 +509,9 @@ pub fn parse_search(params: &[(String, String)], strict: bool) -> Result<Search,
             // Asks for JSON, which is all there is.
             "_format" if matches!(value, "json" | "application/json" | "application/fhir+json") => {
             }
+            "_format" => {
+                return Err(format!("_format={raw:?}: this server answers JSON only"));
+            }
             _ => {
                 let note = format!("search parameter {name:?} is not supported and was ignored");
                 if strict {
@@ -513,7 +528,7 @@ pub fn parse_search(params: &[(String, String)], strict: bool) -> Result<Search,
         (lo, hi) => {
             let (lo, hi) = (lo.unwrap_or_default(), hi.unwrap_or_default());
             if !lo.is_empty() && !hi.is_empty() && lo > hi {
-                return Err("started: the dates exclude each other".into());
+                search.impossible = true;
             }
             search.matches.push(("StudyDate", format!("{lo}-{hi}")));
         }
@@ -532,7 +547,17 @@ fn date_bound(value: &str) -> Result<(Option<String>, Option<String>), String> {
         }
         _ => ("eq", value),
     };
-    let day_part = rest.split('T').next().unwrap_or_default();
+    let (day_part, time_part) = rest.split_once('T').unwrap_or((rest, ""));
+    if !time_part.is_empty() && !valid_time(time_part) {
+        return Err("expected a time such as T09:30:00Z or T09:30:00+05:00 after the date".into());
+    }
+    // A dateTime is matched by its day: gt and lt cannot leave out the rest
+    // of that day, so they include it.
+    let prefix = match (prefix, time_part.is_empty()) {
+        ("gt", false) => "ge",
+        ("lt", false) => "le",
+        (p, _) => p,
+    };
     let fields: Vec<&str> = day_part.split('-').collect();
     let bad = || "expected a date such as 2026-03-14, 2026-03 or 2026".to_owned();
     let number = |s: &str, len: usize| {
@@ -578,6 +603,32 @@ fn date_bound(value: &str) -> Result<(Option<String>, Option<String>), String> {
     })
 }
 
+/// `hh:mm[:ss[.fff]]` and a zone (`Z` or `±hh:mm`), as FHIR's dateTime has.
+fn valid_time(t: &str) -> bool {
+    let (clock, zone) = match t.find(['Z', '+', '-']) {
+        Some(i) => t.split_at(i),
+        None => return false,
+    };
+    let two = |s: &str, max: u32| s.len() == 2 && s.parse::<u32>().is_ok_and(|n| n <= max);
+    let mut parts = clock.split(':');
+    let (Some(h), Some(m)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let seconds_ok = match parts.next() {
+        None => true,
+        Some(sec) => {
+            let (whole, fraction) = sec.split_once('.').unwrap_or((sec, "0"));
+            two(whole, 60) && !fraction.is_empty() && fraction.bytes().all(|b| b.is_ascii_digit())
+        }
+    };
+    let zone_ok = zone == "Z"
+        || zone
+            .get(1..)
+            .and_then(|z| z.split_once(':'))
+            .is_some_and(|(zh, zm)| two(zh, 14) && two(zm, 59));
+    two(h, 23) && two(m, 59) && seconds_ok && parts.next().is_none() && zone_ok
+}
+
 fn parse_da(da: &str) -> Option<fhir_model::time::Date> {
     match date(da)? {
         Date::Date(d) => Some(d),
@@ -619,8 +670,16 @@ mod tests {
         assert_eq!(s.matches, [("StudyDate", "20240201-20240229".to_owned())]);
         let s = search(&[("started", "2023")]).unwrap();
         assert_eq!(s.matches, [("StudyDate", "20230101-20231231".to_owned())]);
+        // A dateTime counts for its day: gt keeps the rest of that day.
         let s = search(&[("started", "gt2023-12-31T10:00:00Z")]).unwrap();
-        assert_eq!(s.matches, [("StudyDate", "20240101-".to_owned())]);
+        assert_eq!(s.matches, [("StudyDate", "20231231-".to_owned())]);
+        let s = search(&[("started", "lt2024-01-01T10:00:00+05:00")]).unwrap();
+        assert_eq!(s.matches, [("StudyDate", "-20240101".to_owned())]);
+        assert!(search(&[("started", "2024-01-01T99:zz")]).is_err());
+        assert!(
+            search(&[("started", "2024-01-01T10:00")]).is_err(),
+            "a time needs a zone"
+        );
         let s = search(&[("started", "le2024-02-29")]).unwrap();
         assert_eq!(s.matches, [("StudyDate", "-20240229".to_owned())]);
         for bad in [
@@ -633,7 +692,12 @@ mod tests {
         ] {
             assert!(search(&[("started", bad)]).is_err(), "{bad}");
         }
-        assert!(search(&[("started", "ge2024"), ("started", "lt2023")]).is_err());
+        // Dates that exclude each other match nothing (FHIR ANDs them).
+        assert!(
+            search(&[("started", "ge2024"), ("started", "lt2023")])
+                .unwrap()
+                .impossible
+        );
     }
 
     #[test]
@@ -657,6 +721,12 @@ mod tests {
         );
         let s = search(&[("identifier", "ACC123")]).unwrap();
         assert_eq!(s.matches, [("AccessionNumber", "ACC123".to_owned())]);
+        // Two different study ids: nothing, not either (QIDO-RS would OR them).
+        let s = search(&[("_id", "1.2.3"), ("identifier", "urn:oid:1.2.4")]).unwrap();
+        assert!(s.impossible);
+        let s = search(&[("_id", "1.2.3"), ("identifier", "urn:oid:1.2.3")]).unwrap();
+        assert_eq!((s.impossible, s.matches.len()), (false, 1));
+        assert!(search(&[("_format", "xml")]).is_err());
         assert!(search(&[("identifier", "urn:oid:1.02")]).is_err());
         assert!(search(&[("patient.identifier", "KZ*")]).is_err());
         assert!(search(&[("modality", "MG,CR")]).is_err());

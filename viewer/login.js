@@ -60,10 +60,20 @@ window.addEventListener('aina:lang', () => {
 translate();
 sayShareEnded();
 
-/** Where to go after signing in: a same-origin path, else the study list. */
+/**
+ * Where to go after signing in: a path on this server, else the study list.
+ * Resolved as the browser would (it drops tabs and newlines, so `/\t/evil`
+ * is `//evil`, another site) and kept only if it stays on this origin.
+ */
 function next() {
   const n = new URLSearchParams(location.search).get('next') ?? '';
-  return n.startsWith('/') && !n.startsWith('//') && !n.startsWith('/\\') ? n : '/';
+  if (!n.startsWith('/')) return '/';
+  try {
+    const url = new URL(n, location.origin);
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : '/';
+  } catch {
+    return '/';
+  }
 }
 
 form.addEventListener('submit', async (event) => {

@@ -27,11 +27,15 @@ BEGIN
 END;
 
 -- How far each configured webhook has been delivered (the last sequence
--- number its endpoint acknowledged with a 2xx).
+-- number its endpoint acknowledged with a 2xx), and which node delivers to
+-- it: the holder of an unexpired lease, so that several nodes configured
+-- with the same URL send each entry once, in order.
 CREATE TABLE webhook_cursors (
     url            TEXT PRIMARY KEY NOT NULL,
     seq            BIGINT NOT NULL,
-    updated_at     BIGINT NOT NULL
+    updated_at     BIGINT NOT NULL,
+    holder         TEXT,
+    lease_until    BIGINT NOT NULL DEFAULT 0
 );
 
 -- Share links: read-only access to one study, for a chart or a referral

@@ -29,7 +29,8 @@ pub const SHARE_PREFIX: &str = "ainas_";
 pub struct ShareInfo {
     pub id: String,
     pub study_instance_uid: String,
-    /// Who made it (user, token or OIDC subject).
+    /// Who made it: `method:name` (`session:dr.aliya`, `token:ehr`,
+    /// `oidc:<subject>`).
     pub created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

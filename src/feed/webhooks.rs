@@ -1,11 +1,16 @@
 //! Webhooks: each configured URL gets every change feed entry as a JSON POST
-//! ([`super::Change`], plus `X-Aina-Sequence`), one at a time and in order.
-//! A delivery that fails (no answer in 10 s, or not 2xx) is retried with
-//! exponential backoff from 1 s up to 5 minutes, forever: the next entry waits,
-//! so a receiver sees the feed's order. The cursor (the last acknowledged
-//! sequence number) is in the database, so a restart resumes where delivery
-//! stood: delivery is at least once, and the sequence number lets a receiver
-//! drop the repeat of an entry it acknowledged just before a crash.
+//! ([`super::Change`], plus `X-Aina-Sequence` and `X-Aina-Feed`), one at a
+//! time and in order. A delivery that fails (no answer in 10 s, or not 2xx)
+//! is retried with exponential backoff from 1 s up to 5 minutes, forever: the
+//! next entry waits, so a receiver sees the feed's order.
+//!
+//! Where delivery stands is in the database (`webhook_cursors`): the last
+//! acknowledged sequence number, and a lease naming the one deliverer (of
+//! all nodes configured with the URL) that sends. A deliverer renews its lease
+//! as it goes; one that stops (a crashed node) loses it after a minute, and
+//! another node goes on from the stored cursor. Delivery is at least once: an
+//! entry acknowledged just before a crash may come again, and its sequence
+//! number lets the receiver drop it.
 //!
 //! A URL seen for the first time starts at the feed's newest entry: a new
 //! receiver gets what happens from now on and catches up on history through
@@ -26,6 +31,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// One delivery attempt's limit.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a deliverer's claim on a URL lasts unless renewed; it is renewed
+/// at least every [`RENEW`].
+const LEASE: Duration = Duration::from_secs(60);
+const RENEW: Duration = Duration::from_secs(15);
 
 /// Starts one deliverer per URL; they run until the process ends.
 pub fn spawn(feed: Arc<dyn ChangeFeed>, urls: &[String], token: Option<String>) {
@@ -52,6 +61,7 @@ pub fn spawn(feed: Arc<dyn ChangeFeed>, urls: &[String], token: Option<String>) 
             client: client.clone(),
             url: url.clone(),
             token: token.clone(),
+            holder: crate::auth::accounts::random_hex(8),
         };
         tokio::spawn(deliverer.run());
     }
@@ -62,21 +72,49 @@ struct Deliverer {
     client: reqwest013::Client,
     url: String,
     token: Option<String>,
+    /// This deliverer's name in the lease.
+    holder: String,
+}
+
+/// Why a delivery stopped short.
+enum Stop {
+    /// Another deliverer holds the URL now.
+    LeaseLost,
+}
+
+fn lease_ms() -> i64 {
+    LEASE.as_millis() as i64
 }
 
 impl Deliverer {
     async fn run(self) {
-        let mut cursor = loop {
-            match self.start().await {
-                Ok(cursor) => break cursor,
+        let mut holding = false;
+        loop {
+            // Claiming also renews: done on every look, idle or not.
+            let cursor = match self
+                .feed
+                .claim_webhook(&self.url, &self.holder, lease_ms())
+                .await
+            {
+                Ok(Some(cursor)) => cursor,
+                Ok(None) => {
+                    if holding {
+                        tracing::info!(url = %self.url, "webhook: another node delivers now");
+                        holding = false;
+                    }
+                    tokio::time::sleep(RENEW).await;
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(url = %self.url, error = %e, "webhook: reading its cursor failed");
                     tokio::time::sleep(POLL * 5).await;
+                    continue;
                 }
+            };
+            if !holding {
+                tracing::info!(url = %self.url, after = cursor, "webhook deliveries started");
+                holding = true;
             }
-        };
-        tracing::info!(url = %self.url, after = cursor, "webhook deliveries started");
-        loop {
             let batch = match self.feed.changes(cursor, BATCH).await {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -89,37 +127,37 @@ impl Deliverer {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
+            let feed_id = self.feed.feed_id().await.ok().flatten().unwrap_or_default();
             for change in &batch {
-                self.deliver(change).await;
-                cursor = change.sequence;
-                // A cursor that fails to save is saved with the next entry;
-                // meanwhile a restart re-sends (at least once, never skipped).
-                if let Err(e) = self.feed.set_webhook_cursor(&self.url, cursor).await {
-                    tracing::warn!(url = %self.url, error = %e, "webhook: saving its cursor failed");
+                if let Err(Stop::LeaseLost) = self.deliver(change, &feed_id).await {
+                    break;
+                }
+                match self
+                    .feed
+                    .advance_webhook(&self.url, &self.holder, change.sequence, lease_ms())
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    // Not saved: the next claim reads the old cursor and this
+                    // entry goes again (at least once, never skipped).
+                    Err(e) => {
+                        tracing::warn!(url = %self.url, error = %e, "webhook: saving its cursor failed");
+                        break;
+                    }
                 }
             }
         }
     }
 
-    /// Where delivery stands: the saved cursor, or the feed's newest entry
-    /// for a URL never seen.
-    async fn start(&self) -> Result<i64, crate::index::IndexError> {
-        if let Some(cursor) = self.feed.webhook_cursor(&self.url).await? {
-            return Ok(cursor);
-        }
-        let latest = self.feed.latest().await?;
-        self.feed.set_webhook_cursor(&self.url, latest).await?;
-        // Another node may have started this URL first with a lower cursor.
-        Ok(self.feed.webhook_cursor(&self.url).await?.unwrap_or(latest))
-    }
-
-    /// Sends one entry until the receiver acknowledges it.
-    async fn deliver(&self, change: &Change) {
+    /// Sends one entry until the receiver acknowledges it, keeping the lease
+    /// while it retries.
+    async fn deliver(&self, change: &Change, feed_id: &str) -> Result<(), Stop> {
         let body = match serde_json::to_vec(change) {
             Ok(body) => body,
             Err(e) => {
                 tracing::error!(error = %e, "webhook: cannot encode a change");
-                return;
+                return Ok(());
             }
         };
         let mut backoff = FIRST_BACKOFF;
@@ -130,6 +168,7 @@ impl Deliverer {
                 .post(&self.url)
                 .header("content-type", "application/json")
                 .header("x-aina-sequence", change.sequence.to_string())
+                .header("x-aina-feed", feed_id)
                 .body(body.clone());
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
@@ -137,7 +176,7 @@ impl Deliverer {
             let failure = match request.send().await {
                 Ok(response) if response.status().is_success() => {
                     tracing::debug!(url = %self.url, sequence = change.sequence, attempt, "webhook delivered");
-                    return;
+                    return Ok(());
                 }
                 Ok(response) => format!("answered {}", response.status()),
                 Err(e) => format!("{e}"),
@@ -149,7 +188,26 @@ impl Deliverer {
                 retry_in_ms = backoff.as_millis() as u64,
                 "webhook delivery failed: {failure}"
             );
-            tokio::time::sleep(backoff).await;
+            // The pause, in steps short enough to keep the lease.
+            let mut left = backoff;
+            while !left.is_zero() {
+                let step = left.min(RENEW);
+                tokio::time::sleep(step).await;
+                left -= step;
+                match self
+                    .feed
+                    .claim_webhook(&self.url, &self.holder, lease_ms())
+                    .await
+                {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Err(Stop::LeaseLost),
+                    // The database is away: keep trying the receiver; the
+                    // cursor write after delivery tells whether we still hold it.
+                    Err(e) => {
+                        tracing::warn!(url = %self.url, error = %e, "webhook: renewing its lease failed")
+                    }
+                }
+            }
             backoff = (backoff * 2).min(MAX_BACKOFF);
             attempt = attempt.saturating_add(1);
         }

@@ -58,6 +58,8 @@ pub struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct AuditNote {
     pub patient_id: Option<String>,
+    /// The study, when the path names none (a share link made for it).
+    pub study_uid: Option<String>,
     /// (study, series, SOP instance) UIDs, one audit event each.
     pub instances: Vec<(String, String, String)>,
 }
@@ -260,6 +262,7 @@ pub async fn gate(
         }
         Some(note) => {
             event.patient_id = note.patient_id.clone().or(event.patient_id);
+            event.study_uid = note.study_uid.clone().or(event.study_uid);
             state.audit.record(event).await;
         }
         None => state.audit.record(event).await,
@@ -288,7 +291,8 @@ fn share_reaches(
     study: &str,
 ) -> bool {
     match route.access {
-        Access::SignedIn => return true,
+        // Named, not every SignedIn route: one added later is not a share's.
+        Access::SignedIn => return ["/auth/me", "/auth/logout"].contains(&route.path),
         Access::Read => {}
         _ => return false,
     }
@@ -307,12 +311,14 @@ fn share_reaches(
     let Ok(query) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri) else {
         return false;
     };
-    // Exactly one StudyInstanceUID key, equal to the study (a UID list,
-    // `A,B`, or a wildcard is not).
+    // Exactly one key naming Study Instance UID (as QIDO-RS reads keys: the
+    // keyword, or its tag in hex of either case), equal to the study: a UID
+    // list (`A,B`, or the key repeated) or a wildcard is not. The search
+    // handlers also confine a share's search to its study.
     let named: Vec<&str> = query
         .0
         .iter()
-        .filter(|(k, _)| k == "StudyInstanceUID" || k == "0020000D")
+        .filter(|(k, _)| k == "StudyInstanceUID" || k.eq_ignore_ascii_case("0020000D"))
         .map(|(_, v)| v.as_str())
         .collect();
     named == [study]
@@ -367,6 +373,11 @@ async fn authenticate(
             .await
             .map_err(|e| unavailable(&e))?;
         let Some((principal, csrf)) = session else {
+            // A session that ended elsewhere does not hide a share link the
+            // same browser opened since.
+            if let Some(token) = cookie_value(headers, SHARE_COOKIE) {
+                return share(state, &token).await;
+            }
             return Err(Refusal::unauthorized(
                 "session expired or ended: sign in again",
             ));

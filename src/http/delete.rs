@@ -83,6 +83,7 @@ async fn delete(state: AppState, scope: Scope) -> Result<Response, ApiError> {
     response.extensions_mut().insert(AuditNote {
         patient_id: deleted.patient_id,
         instances: deleted.instances,
+        ..Default::default()
     });
     Ok(response)
 }

@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Query, RawQuery, State};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -63,8 +64,19 @@ pub async fn changes(
         )));
     }
     let changes = state.feed.changes(since, limit).await?;
-    Ok(Json(changes).into_response())
+    let mut response = Json(changes).into_response();
+    if let Some(id) = state.feed.feed_id().await?
+        && let Ok(value) = HeaderValue::from_str(&id)
+    {
+        response.headers_mut().insert(FEED_HEADER, value);
+    }
+    Ok(response)
 }
+
+/// The feed's identity on every answer: a poller that keeps it with its
+/// sequence number sees when the archive's index was rebuilt (the numbers
+/// start again) and reads from 0 again.
+const FEED_HEADER: &str = "aina-feed";
 
 /// `GET /changefeed/latest`: the newest sequence number (0 for an empty feed),
 /// where a new poller that wants only what happens next starts.
@@ -78,5 +90,6 @@ pub async fn latest(
         ));
     }
     let latest = state.feed.latest().await?;
-    Ok(Json(json!({ "sequence": latest })).into_response())
+    let feed = state.feed.feed_id().await?;
+    Ok(Json(json!({ "sequence": latest, "feed": feed })).into_response())
 }

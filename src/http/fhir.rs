@@ -105,7 +105,13 @@ fn check_accept(headers: &HeaderMap) -> Result<(), FhirError> {
         let media = range.split(';').next().unwrap_or_default().trim();
         matches!(
             media,
-            "*/*" | "application/*" | "application/json" | "application/fhir+json" | ""
+            "*/*"
+                | "application/*"
+                | "application/json"
+                | "application/fhir+json"
+                // DSTU2's name, still sent by older clients.
+                | "application/json+fhir"
+                | ""
         )
     });
     if ok {
@@ -234,7 +240,7 @@ fn note_patient(response: &mut Response, row: &QidoRow) {
         .map(str::to_owned);
     response.extensions_mut().insert(super::auth::AuditNote {
         patient_id,
-        instances: Vec::new(),
+        ..Default::default()
     });
 }
 
@@ -271,7 +277,7 @@ pub async fn search_imaging_studies(
         query.append_pair("limit", &(search.count + 1).to_string());
         query.append_pair("offset", &search.offset.to_string());
     }
-    let mut rows = if search.count == 0 {
+    let mut rows = if search.count == 0 || search.impossible {
         Vec::new()
     } else {
         qido(
@@ -317,7 +323,7 @@ pub async fn search_imaging_studies(
     if let Some((_, id)) = search.matches.iter().find(|(k, _)| *k == "PatientID") {
         response.extensions_mut().insert(super::auth::AuditNote {
             patient_id: Some(id.clone()),
-            instances: Vec::new(),
+            ..Default::default()
         });
     }
     Ok(response)
@@ -401,6 +407,11 @@ fn capability(
                 "A DICOM modality code (system http://dicom.nema.org/resources/ontology/DCM); one per search.",
             )?,
             param("_count", SearchParamType::Number, "Entries per page, 0 to 100 (default 20).")?,
+            param(
+                "_offset",
+                SearchParamType::Number,
+                "Entries skipped: the paging of the next links (by offset: studies stored between pages can shift them).",
+            )?,
         ])
         .build()?;
     let rest = CapabilityStatementRest::builder()

@@ -63,7 +63,12 @@ pub async fn create_share(
     let lifetime = Duration::from_secs(minutes.saturating_mul(60));
     let created = state
         .shares
-        .create_share(&body.study, &principal.name, lifetime, body.note.as_deref())
+        .create_share(
+            &body.study,
+            &owner(&principal),
+            lifetime,
+            body.note.as_deref(),
+        )
         .await?;
     let mut answer = serde_json::to_value(&created.info).unwrap_or_default();
     answer["token"] = json!(created.token);
@@ -75,9 +80,17 @@ pub async fn create_share(
     let mut response = (StatusCode::CREATED, Json(answer)).into_response();
     response.extensions_mut().insert(super::auth::AuditNote {
         patient_id: patient,
-        instances: Vec::new(),
+        study_uid: Some(body.study),
+        ..Default::default()
     });
     Ok(response)
+}
+
+/// Who owns the links a principal makes: its method and name, since user
+/// names, token names and OIDC subjects are separate name spaces (a token
+/// named like a user must not reach that user's links).
+fn owner(principal: &Principal) -> String {
+    format!("{}:{}", principal.method.as_str(), principal.name)
 }
 
 /// The study's Patient ID: `Some(None)` for a study without one, `None` when
@@ -112,8 +125,11 @@ pub async fn list_shares(
     filter: Result<Query<ShareFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let mine = (principal.role != Role::Admin).then_some(principal.name.as_str());
-    let shares = state.shares.shares(filter.study.as_deref(), mine).await?;
+    let mine = (principal.role != Role::Admin).then(|| owner(&principal));
+    let shares = state
+        .shares
+        .shares(filter.study.as_deref(), mine.as_deref())
+        .await?;
     Ok(Json(shares).into_response())
 }
 
@@ -125,7 +141,7 @@ pub async fn revoke_share(
 ) -> Result<Response, ApiError> {
     let share = state.shares.share(&id).await?;
     let Some(share) =
-        share.filter(|s| principal.role == Role::Admin || s.created_by == principal.name)
+        share.filter(|s| principal.role == Role::Admin || s.created_by == owner(&principal))
     else {
         return Err(ApiError::not_found(format!(
             "no share link {id:?} of yours"

@@ -178,7 +178,14 @@ const TABLES: &[Table] = &[
     Table {
         name: "webhook_cursors",
         order: "url",
-        columns: &[("url", Text), ("seq", Int), ("updated_at", Int)],
+        // A copied lease runs out within a minute; the new nodes take it then.
+        columns: &[
+            ("url", Text),
+            ("seq", Int),
+            ("updated_at", Int),
+            ("holder", Text),
+            ("lease_until", Int),
+        ],
     },
     Table {
         name: "share_links",

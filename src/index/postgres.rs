@@ -82,8 +82,12 @@ fn lock_key(key: &str) -> i64 {
 }
 
 impl Dialect for Postgres {
+    /// READ COMMITTED whatever the server's default: each statement sees
+    /// what committed before it, which the change feed's `MAX(seq) + 1`
+    /// under its lock relies on.
     async fn begin_write(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        pool.begin().await
+        pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await
     }
 
     async fn begin_snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {

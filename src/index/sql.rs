@@ -139,27 +139,6 @@ struct NewChange {
     patient_id: Option<String>,
 }
 
-/// What an insert changed, for the change feed: nothing when the instance was
-/// already there or refused.
-fn change_of(record: &InstanceRecord, outcome: &InsertOutcome) -> Option<NewChange> {
-    let kind = match outcome {
-        InsertOutcome::Inserted => ChangeKind::Create,
-        InsertOutcome::ConflictKeptBoth { .. } | InsertOutcome::ConflictReplaced { .. } => {
-            ChangeKind::Replace
-        }
-        InsertOutcome::AlreadyPresent | InsertOutcome::ConflictRejected { .. } => return None,
-    };
-    Some(NewChange {
-        kind,
-        uids: (
-            record.study_instance_uid.clone(),
-            record.series_instance_uid.clone(),
-            record.sop_instance_uid.clone(),
-        ),
-        patient_id: non_empty(&record.study.patient_id),
-    })
-}
-
 /// The current row under a SOP Instance UID.
 struct Current {
     id: i64,
@@ -184,11 +163,12 @@ where
     Option<String>: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     Option<i64>: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
 {
+    /// The outcome, and what it changed for the change feed.
     async fn insert(
         tx: &mut Transaction<'static, DB>,
         record: &InstanceRecord,
         policy: ConflictPolicy,
-    ) -> Result<InsertOutcome, IndexError> {
+    ) -> Result<(InsertOutcome, Vec<NewChange>), IndexError> {
         let size_bytes = to_i64("size", record.size_bytes)?;
         let stored_bytes = to_i64("stored size", record.stored_bytes)?;
         let now = now_ms();
@@ -251,13 +231,16 @@ where
                 && cur.study == record.study_instance_uid
                 && cur.series == record.series_instance_uid
             {
-                return Ok(InsertOutcome::AlreadyPresent);
+                return Ok((InsertOutcome::AlreadyPresent, Vec::new()));
             }
             match policy {
                 ConflictPolicy::Reject => {
-                    return Ok(InsertOutcome::ConflictRejected {
-                        existing_sha256: cur.sha256,
-                    });
+                    return Ok((
+                        InsertOutcome::ConflictRejected {
+                            existing_sha256: cur.sha256,
+                        },
+                        Vec::new(),
+                    ));
                 }
                 ConflictPolicy::KeepBoth => {
                     sqlx::query("UPDATE instances SET superseded_at = $1 WHERE id = $2")
@@ -330,12 +313,43 @@ where
             now,
         )
         .await?;
-        if let Some((study, series)) = previous
-            && (study != record.study_instance_uid || series != record.series_instance_uid)
-        {
-            Self::refresh(tx, &study, &series, now).await?;
+        let here = (
+            record.study_instance_uid.clone(),
+            record.series_instance_uid.clone(),
+            record.sop_instance_uid.clone(),
+        );
+        let patient_id = non_empty(&record.study.patient_id);
+        let mut changes = Vec::new();
+        match previous {
+            None => changes.push(NewChange {
+                kind: ChangeKind::Create,
+                uids: here,
+                patient_id,
+            }),
+            // Moved to another study or series: gone from where it was (a
+            // consumer of the old study must hear of it), new where it is.
+            Some((study, series))
+                if study != record.study_instance_uid || series != record.series_instance_uid =>
+            {
+                Self::refresh(tx, &study, &series, now).await?;
+                changes.push(NewChange {
+                    kind: ChangeKind::Delete,
+                    patient_id: Self::patient_of(tx, &study).await?,
+                    uids: (study, series, record.sop_instance_uid.clone()),
+                });
+                changes.push(NewChange {
+                    kind: ChangeKind::Create,
+                    uids: here,
+                    patient_id,
+                });
+            }
+            Some(_) => changes.push(NewChange {
+                kind: ChangeKind::Replace,
+                uids: here,
+                patient_id,
+            }),
         }
-        Ok(outcome)
+        Ok((outcome, changes))
     }
 
     /// Inserts the study row or, if it exists, fills its absent columns and
@@ -546,10 +560,22 @@ where
         .bind(object_key)
         .fetch_optional(&mut **tx)
         .await?;
-        let Some((study, series, sop, superseded)) = row else {
+        let Some((study, _, _, _)) = row else {
             return Ok(false);
         };
         DB::lock(tx, &[format!("study:{study}")]).await?;
+        // Read again under the lock: a writer that held it may have
+        // superseded, moved or deleted the row meanwhile.
+        let row: Option<(String, String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT study_instance_uid, series_instance_uid, sop_instance_uid, superseded_at \
+             FROM instances WHERE object_key = $1",
+        )
+        .bind(object_key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some((study, series, sop, superseded)) = row.filter(|r| r.0 == study) else {
+            return Ok(false);
+        };
         // A superseded version is not brought back when the current one's object
         // is lost: which version is served stays an operator's decision.
         sqlx::query("DELETE FROM instances WHERE object_key = $1")
@@ -596,21 +622,28 @@ where
         }
         DB::lock(tx, &["change-feed".to_owned()]).await?;
         let now = now_ms();
-        for change in changes {
-            let (study, series, sop) = &change.uids;
-            sqlx::query(
+        // Many rows per statement (a study's delete), numbered on from MAX by
+        // their place in the VALUES list.
+        for chunk in changes.chunks(500) {
+            let mut qb = sqlx::QueryBuilder::<DB>::new(
                 "INSERT INTO change_feed (seq, kind, study_instance_uid, series_instance_uid, \
                  sop_instance_uid, patient_id, time_ms) \
-                 SELECT COALESCE(MAX(seq), 0) + 1, $1, $2, $3, $4, $5, $6 FROM change_feed",
-            )
-            .bind(change.kind.as_str())
-            .bind(study)
-            .bind(series)
-            .bind(sop)
-            .bind(change.patient_id.clone())
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+                 SELECT base.m + v.column1, v.column2, v.column3, v.column4, v.column5, \
+                 v.column6, ",
+            );
+            qb.push_bind(now);
+            qb.push(" FROM (SELECT COALESCE(MAX(seq), 0) AS m FROM change_feed) AS base, (");
+            qb.push_values(chunk.iter().enumerate(), |mut row, (i, change)| {
+                let (study, series, sop) = &change.uids;
+                row.push_bind(i64::try_from(i).unwrap_or(i64::MAX) + 1)
+                    .push_bind(change.kind.as_str())
+                    .push_bind(study.clone())
+                    .push_bind(series.clone())
+                    .push_bind(sop.clone())
+                    .push_bind(change.patient_id.clone());
+            });
+            qb.push(") AS v");
+            qb.build().execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -764,8 +797,8 @@ where
         policy: ConflictPolicy,
     ) -> Result<InsertOutcome, IndexError> {
         write_tx!(self, tx => async {
-            let outcome = Self::insert(&mut tx, record, policy).await?;
-            Self::append_changes(&mut tx, change_of(record, &outcome).as_slice()).await?;
+            let (outcome, changes) = Self::insert(&mut tx, record, policy).await?;
+            Self::append_changes(&mut tx, &changes).await?;
             Ok(outcome)
         })
     }
@@ -779,8 +812,8 @@ where
             let mut outcomes = Vec::with_capacity(records.len());
             let mut changes = Vec::new();
             for record in records {
-                let outcome = Self::insert(&mut tx, record, policy).await?;
-                changes.extend(change_of(record, &outcome));
+                let (outcome, changed) = Self::insert(&mut tx, record, policy).await?;
+                changes.extend(changed);
                 outcomes.push(outcome);
             }
             Self::append_changes(&mut tx, &changes).await?;

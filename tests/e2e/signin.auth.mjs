@@ -41,7 +41,8 @@ test('a visitor signs in, reads the list, and signs out', async ({ page }) => {
 
 test('the sign-in page never sends anyone to another site', async ({ page }) => {
   // `//host` and `/\host` are both another site to a browser.
-  for (const next of ['//evil.example/steal', '/\\evil.example/steal', 'https://evil.example/']) {
+  // A tab or newline inside is dropped by the browser: `/\t/host` is `//host`.
+  for (const next of ['//evil.example/steal', '/\\evil.example/steal', 'https://evil.example/', '/\t/evil.example/steal', '/\n/evil.example/steal']) {
     await page.goto(`${BASE}/login?next=${encodeURIComponent(next)}`);
     await page.fill('#username', 'dr.aliya');
     await page.fill('#password', PASSWORD);

@@ -185,6 +185,16 @@ async fn eight_concurrent_clients_one_order() {
         .await
         .unwrap();
     assert_eq!(latest["sequence"], 48);
+    // The feed's identity, on every answer, from its first entry.
+    let feed_id = latest["feed"].as_str().unwrap().to_owned();
+    assert_eq!(feed_id.len(), 16);
+    let res = server
+        .client
+        .get(format!("{}/changefeed?since=40", server.root))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["aina-feed"], feed_id.as_str());
     let one = &polled[0];
     assert!(one["patient_id"].as_str().is_some());
     assert!(one["time"].as_str().unwrap().ends_with('Z'));
@@ -268,15 +278,24 @@ async fn bad_parameters_are_refused() {
     assert!(feed(&server, 1, 10).await.is_empty());
 }
 
+/// One POST a webhook receiver got.
+#[derive(Debug, Clone)]
+struct Delivery {
+    body: Value,
+    sequence: Option<String>,
+    feed: Option<String>,
+    authorization: Option<String>,
+}
+
 /// A webhook receiver that fails its first `failures` requests.
 struct Receiver {
     url: String,
-    got: Arc<Mutex<Vec<(Value, Option<String>, Option<String>)>>>,
+    got: Arc<Mutex<Vec<Delivery>>>,
 }
 
 async fn receiver(failures: usize) -> Receiver {
     use axum::http::HeaderMap;
-    let got: Arc<Mutex<Vec<(Value, Option<String>, Option<String>)>>> = Arc::default();
+    let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = axum::Router::new().route(
         "/hook",
@@ -293,11 +312,12 @@ async fn receiver(failures: usize) -> Receiver {
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_owned)
                     };
-                    got.lock().unwrap().push((
-                        serde_json::from_slice(&body).unwrap(),
-                        header("x-aina-sequence"),
-                        header("authorization"),
-                    ));
+                    got.lock().unwrap().push(Delivery {
+                        body: serde_json::from_slice(&body).unwrap(),
+                        sequence: header("x-aina-sequence"),
+                        feed: header("x-aina-feed"),
+                        authorization: header("authorization"),
+                    });
                     if n < failures {
                         StatusCode::SERVICE_UNAVAILABLE
                     } else {
@@ -347,25 +367,121 @@ async fn webhooks_deliver_in_order_and_retry() {
     let got = hook.got.lock().unwrap().clone();
     let sequences: Vec<i64> = got
         .iter()
-        .map(|(body, _, _)| body["sequence"].as_i64().unwrap())
+        .map(|d| d.body["sequence"].as_i64().unwrap())
         .collect();
     // At least once, in order: 1 three times (two failures), then 2 to 5.
     assert_eq!(sequences, [1, 1, 1, 2, 3, 4, 5]);
-    for (body, sequence, auth) in &got {
+    let latest: Value = server
+        .client
+        .get(format!("{}/changefeed/latest", server.root))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for d in &got {
         assert_eq!(
-            sequence.as_deref(),
-            Some(body["sequence"].to_string().as_str())
+            d.sequence.as_deref(),
+            Some(d.body["sequence"].to_string().as_str())
         );
-        assert_eq!(auth.as_deref(), Some("Bearer hook-secret"));
-        assert_eq!(body["kind"], "create");
+        assert_eq!(d.authorization.as_deref(), Some("Bearer hook-secret"));
+        assert_eq!(d.feed.as_deref(), latest["feed"].as_str());
+        assert_eq!(d.body["kind"], "create");
     }
     let sops: Vec<String> = files.iter().map(|f| sop_of(f)).collect();
     let delivered: Vec<String> = got[2..]
         .iter()
-        .map(|(b, _, _)| b["sop_instance_uid"].as_str().unwrap().to_owned())
+        .map(|d| d.body["sop_instance_uid"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(delivered, sops);
     // The cursor is kept: nothing more is sent.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(hook.got.lock().unwrap().len(), 7);
+}
+
+#[tokio::test]
+async fn a_move_is_a_delete_and_a_create() {
+    let server = start_with(|s| {
+        s.conflict_policy = Some(aina::config::ConflictPolicyArg::KeepBoth);
+    })
+    .await;
+    let first = instances(1, 1).remove(0).remove(0);
+    server.stow(&[&first]).await;
+    // The same SOP Instance UID, corrected into another study and series.
+    let moved = edit(&first, |obj| {
+        obj.put(DataElement::new(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.826.0.1.3680043.9.7.78"),
+        ));
+        obj.put(DataElement::new(
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.826.0.1.3680043.9.7.78.1"),
+        ));
+    });
+    let (status, _) = server.stow(&[&moved]).await;
+    assert!(status.is_success(), "{status}");
+    let all = read_all(&server, 0).await;
+    let summary: Vec<(String, String)> = all
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().to_owned(),
+                c["study_instance_uid"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let old_study = all[0]["study_instance_uid"].as_str().unwrap().to_owned();
+    assert_eq!(
+        summary,
+        [
+            ("create".to_owned(), old_study.clone()),
+            ("delete".to_owned(), old_study),
+            ("create".to_owned(), "1.2.826.0.1.3680043.9.7.78".to_owned()),
+        ]
+    );
+    assert!(
+        all.iter()
+            .all(|c| c["sop_instance_uid"] == all[0]["sop_instance_uid"])
+    );
+}
+
+#[tokio::test]
+async fn webhooks_from_two_nodes_deliver_each_entry_once() {
+    let Some(backend) = Backend::shared("webhooks across nodes").await else {
+        eprintln!("SKIPPED: webhooks across nodes (needs PostgreSQL and S3)");
+        return;
+    };
+    let backend = Arc::new(backend);
+    let hook = receiver(0).await;
+    let url = hook.url.clone();
+    let a = start_node_with(backend.clone(), |s| s.webhook = vec![url]).await;
+    let url = hook.url.clone();
+    let b = start_node_with(backend, |s| s.webhook = vec![url]).await;
+    ingest_concurrently(&[&a, &b], instances(2, 4)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hook.got.lock().unwrap().len() < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            hook.got.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Both nodes poll every second: give a second sender time to show itself.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let sequences: Vec<i64> = hook
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.body["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        sequences,
+        (1..=8).collect::<Vec<_>>(),
+        "one deliverer, in order"
+    );
 }

@@ -245,6 +245,15 @@ async fn read_and_search_imaging_studies() {
     let found = entries(&bundle, "match");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["id"], *study);
+    // Parameters are ANDed: two different studies match nothing.
+    let other = by_study.keys().find(|s| **s != *study).unwrap();
+    let (_, bundle) = seen
+        .get(
+            &server,
+            &format!("/fhir/ImagingStudy?_id={study}&identifier=urn:oid:{other}"),
+        )
+        .await;
+    assert!(entries(&bundle, "match").is_empty());
 
     // By modality and date range: the mammography studies of 2025.
     let expected: BTreeSet<&str> = sample()
@@ -347,6 +356,8 @@ async fn bad_input_is_an_operation_outcome() {
         ("modality=MG,CR", "one modality"),
         ("_count=1&_count=2", "more than once"),
         ("patient.identifier=%FF%FE", "UTF-8"),
+        ("_format=xml", "JSON only"),
+        ("started=2025-01-01T10:00", "time"),
     ] {
         let (status, outcome) = seen
             .get(&server, &format!("/fhir/ImagingStudy?{query}"))

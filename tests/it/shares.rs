@@ -73,6 +73,25 @@ async fn create(server: &TestServer, bearer: &str, body: Value) -> (StatusCode, 
     )
 }
 
+/// Signs in: the session cookie (`name=value`).
+async fn session_of(server: &TestServer, username: &str, password: &str) -> String {
+    let login = server
+        .client
+        .post(format!("{}/auth/login", server.root))
+        .json(&json!({ "username": username, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    login.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// Sets a link's expiry in the database, as time passing would.
 async fn expire(server: &TestServer, id: &str) {
     let url = &server.server.state.config.database;
@@ -106,7 +125,7 @@ async fn a_link_opens_one_study_read_only() {
     let id = share["id"].as_str().unwrap();
     assert!(link.starts_with(&format!("{}/s/ainas_{id}_", server.root)));
     assert_eq!(share["study_instance_uid"], study);
-    assert_eq!(share["created_by"], "dr-aliya");
+    assert_eq!(share["created_by"], "token:dr-aliya");
 
     // Opening the link: a cookie for the link's lifetime, on to the viewer.
     let opened = browser().get(link).send().await.unwrap();
@@ -166,6 +185,9 @@ async fn a_link_opens_one_study_read_only() {
         format!("{dw}/studies?StudyInstanceUID={other}"),
         format!("{dw}/studies?StudyInstanceUID={study},{other}"),
         format!("{dw}/studies?StudyInstanceUID={study}&StudyInstanceUID={other}"),
+        // The tag in lower-case hex is the same key to QIDO-RS.
+        format!("{dw}/instances?StudyInstanceUID={study}&0020000d={other}&includefield=all"),
+        format!("{dw}/series?0020000d={other}"),
         format!("{dw}/studies/{other}/metadata"),
         format!("{dw}/series?StudyInstanceUID={other}"),
         format!("{dw}/instances"),
@@ -260,6 +282,26 @@ async fn a_link_opens_one_study_read_only() {
         .await
         .unwrap();
     assert_eq!(theirs, json!([]));
+    // A user named like the maker's token is not the maker.
+    server
+        .server
+        .state
+        .accounts
+        .create_user("dr-aliya", Role::Reader, "another long password")
+        .await
+        .unwrap();
+    let namesake = session_of(&server, "dr-aliya", "another long password").await;
+    let theirs: Value = server
+        .client
+        .get(format!("{}/shares", server.root))
+        .header(header::COOKIE, &namesake)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs, json!([]));
     // … nor revoke it.
     let res = server
         .client
@@ -269,6 +311,31 @@ async fn a_link_opens_one_study_read_only() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    // A session that ended in the same browser does not hide the link.
+    server
+        .server
+        .state
+        .accounts
+        .create_user("dr-dana", Role::Reader, "a long enough password")
+        .await
+        .unwrap();
+    let session = session_of(&server, "dr-dana", "a long enough password").await;
+    let ended = server
+        .server
+        .state
+        .accounts
+        .set_disabled("dr-dana", true)
+        .await;
+    ended.unwrap();
+    let res = server
+        .client
+        .get(format!("{dw}/studies/{study}/metadata"))
+        .header(header::COOKIE, format!("{session}; {cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 
     // Revoked by its maker: refused from then on, and the link's page says so.
     let res = server

@@ -308,9 +308,9 @@ async fn viewer_sign_in_in_headless_chromium() {
         .unwrap();
     use aina::auth::audit::Action;
     let count = |a: Action| events.iter().filter(|r| r.event.action == a).count();
-    // One sign-in in the first script test, three in the second (one per
+    // One sign-in in the first script test, five in the second (one per
     // refused `next`), one in the share test; one wrong password.
-    assert_eq!((count(Action::Login), count(Action::LoginFailed)), (5, 1));
+    assert_eq!((count(Action::Login), count(Action::LoginFailed)), (7, 1));
     // The share link: made, opened (and refused once revoked), revoked.
     assert!(count(Action::Share) >= 3);
     assert_eq!(count(Action::Logout), 1);
