@@ -197,7 +197,7 @@ pub async fn open_share(
         Ok(Some(share)) => share,
         Ok(None) => {
             state.audit.record(event).await;
-            return (StatusCode::NOT_FOUND, Html(GONE_PAGE)).into_response();
+            return gone_page();
         }
         Err(e) => {
             tracing::error!(error = %e, "checking a share link failed");
@@ -225,6 +225,23 @@ pub async fn open_share(
         headers.insert(header::LOCATION, location);
     }
     // The link is a credential: not to be kept by caches or sent on.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// The answer to a bad, expired or revoked link: a static page that loads
+/// nothing and is not kept.
+fn gone_page() -> Response {
+    let mut response = (StatusCode::NOT_FOUND, Html(GONE_PAGE)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::REFERRER_POLICY,
