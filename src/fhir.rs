@@ -37,8 +37,8 @@ fn value<'r>(row: &'r QidoRow, tag: &str) -> Option<&'r Vec<Value>> {
     row.get(tag)?.get("Value")?.as_array()
 }
 
-/// The first value of an attribute, as text.
-fn text(row: &QidoRow, tag: &str) -> Option<String> {
+/// The first value of an attribute of a QIDO-RS row, as text.
+pub(crate) fn text(row: &QidoRow, tag: &str) -> Option<String> {
     let v = value(row, tag)?.first()?;
     let s = match v {
         Value::String(s) => s.trim().to_owned(),

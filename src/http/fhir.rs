@@ -9,7 +9,7 @@ use fhir_model::r4b::codes::{IssueSeverity, IssueType};
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::fhir::{SERIES_INCLUDE, STUDY_INCLUDE, outcome, parse_search, searchset};
+use crate::fhir::{SERIES_INCLUDE, STUDY_INCLUDE, outcome, parse_search, searchset, text};
 use crate::index::{QidoRow, Scope};
 use aina_dicomweb::qido::{QueryLevel, parse_query};
 
@@ -147,15 +147,8 @@ async fn study_resource(
     study: &QidoRow,
     dicomweb_root: &str,
 ) -> Result<fhir_model::r4b::resources::ImagingStudy, FhirError> {
-    let uid = study
-        .get("0020000D")
-        .and_then(|a| a.get("Value"))
-        .and_then(|v| v.get(0))
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_owned();
     let scope = Scope {
-        study: Some(uid),
+        study: Some(text(study, "0020000D").unwrap_or_default()),
         ..Default::default()
     };
     let series = qido(
@@ -232,14 +225,8 @@ pub async fn read_imaging_study(
 
 /// The audit record names the patient whose study was read.
 fn note_patient(response: &mut Response, row: &QidoRow) {
-    let patient_id = row
-        .get("00100020")
-        .and_then(|a| a.get("Value"))
-        .and_then(|v| v.get(0))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned);
     response.extensions_mut().insert(super::auth::AuditNote {
-        patient_id,
+        patient_id: text(row, "00100020"),
         ..Default::default()
     });
 }
@@ -257,7 +244,7 @@ pub async fn search_imaging_studies(
             "the query string is longer than 4096 bytes",
         ));
     }
-    let params: Vec<(String, String)> = serde_urlencoded_pairs(&raw)?;
+    let params: Vec<(String, String)> = query_pairs(&raw)?;
     let strict = headers
         .get_all("prefer")
         .iter()
@@ -330,7 +317,7 @@ pub async fn search_imaging_studies(
 }
 
 /// Decodes `a=b&c=d` (percent and `+` escapes).
-fn serde_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, FhirError> {
+fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, FhirError> {
     let url = reqwest013::Url::parse(&format!("http://q/?{raw}"))
         .map_err(|_| FhirError::invalid("the query string cannot be read"))?;
     let pairs: Vec<(String, String)> = url

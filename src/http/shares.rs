@@ -102,13 +102,10 @@ async fn study_patient(
     let query = aina_dicomweb::qido::parse_query(aina_dicomweb::qido::QueryLevel::Study, "", 1)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let found = state.index.search(&query, scope).await?;
-    Ok(found.rows.first().map(|row| {
-        row.get("00100020")
-            .and_then(|a| a.get("Value"))
-            .and_then(|v| v.get(0))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    }))
+    Ok(found
+        .rows
+        .first()
+        .map(|row| crate::fhir::text(row, "00100020")))
 }
 
 /// `GET /shares` filters.
