@@ -512,6 +512,13 @@ pub fn parse_search(params: &[(String, String)], strict: bool) -> Result<Search,
             "_format" => {
                 return Err(format!("_format={raw:?}: this server answers JSON only"));
             }
+            _ if narrows(name) => {
+                return Err(format!(
+                    "search parameter {name:?} is not supported; ignoring it would answer \
+                     with studies it excludes (search by patient.identifier, identifier, \
+                     started, modality)"
+                ));
+            }
             _ => {
                 let note = format!("search parameter {name:?} is not supported and was ignored");
                 if strict {
@@ -534,6 +541,46 @@ pub fn parse_search(params: &[(String, String)], strict: bool) -> Result<Search,
         }
     }
     Ok(search)
+}
+
+/// ImagingStudy's search parameters (and the common ones) that narrow a
+/// search: not implemented ones are refused rather than ignored, since
+/// ignoring a filter hands an EHR studies it did not ask for (another
+/// patient's, with `patient=`). Parameters that only shape the answer
+/// (`_sort`, `_summary`, `_elements`, …) and names FHIR does not know are
+/// ignored with a note, as FHIR's lenient handling says.
+fn narrows(name: &str) -> bool {
+    const FILTERS: [&str; 27] = [
+        "patient",
+        "subject",
+        "identifier",
+        "started",
+        "modality",
+        "_id",
+        "series",
+        "status",
+        "bodysite",
+        "dicom-class",
+        "instance",
+        "performer",
+        "reason",
+        "referrer",
+        "interpreter",
+        "encounter",
+        "endpoint",
+        "basedon",
+        "_lastUpdated",
+        "_tag",
+        "_profile",
+        "_security",
+        "_text",
+        "_content",
+        "_list",
+        "_has",
+        "_filter",
+    ];
+    let base = name.split([':', '.']).next().unwrap_or(name);
+    FILTERS.contains(&base)
 }
 
 /// A `started` value (`[prefix]YYYY[-MM[-DD]][Thh:mm…]`) as inclusive DICOM
@@ -742,10 +789,21 @@ mod tests {
         assert_eq!((s.count, s.ignored.len()), (MAX_COUNT, 1));
         let s = search(&[("_count", "0")]).unwrap();
         assert_eq!(s.count, 0);
-        let s = search(&[("bodysite", "x")]).unwrap();
-        assert_eq!(s.ignored.len(), 1);
-        let strict = parse_search(&[("bodysite".into(), "x".into())], true);
-        assert!(strict.unwrap_err().contains("bodysite"));
+        // Ignoring a filter would widen the answer: refused, lenient or not.
+        for filter in [
+            "patient",
+            "subject",
+            "bodysite",
+            "patient.identifier:exact",
+            "_has:x",
+        ] {
+            assert!(search(&[(filter, "x")]).is_err(), "{filter}");
+        }
+        // What only shapes the answer, or is no FHIR parameter, is ignored.
+        let s = search(&[("_sort", "-started"), ("PatientName", "x")]).unwrap();
+        assert_eq!(s.ignored.len(), 2);
+        let strict = parse_search(&[("_sort".into(), "x".into())], true);
+        assert!(strict.unwrap_err().contains("_sort"));
     }
 
     #[test]

@@ -317,10 +317,11 @@ async fn bad_input_is_an_operation_outcome() {
     let server = stored().await;
     let mut seen = Seen::default();
 
-    // Unknown parameters: ignored with a note in the Bundle, or refused
-    // when the client asks for strict handling.
+    // Parameters that only shape the answer, or that FHIR does not know:
+    // ignored with a note in the Bundle, or refused when the client asks for
+    // strict handling.
     let (status, bundle) = seen
-        .get(&server, "/fhir/ImagingStudy?bodysite=chest&_count=1")
+        .get(&server, "/fhir/ImagingStudy?_sort=-started&_count=1")
         .await;
     assert_eq!(status, StatusCode::OK);
     let notes = entries(&bundle, "outcome");
@@ -330,18 +331,38 @@ async fn bad_input_is_an_operation_outcome() {
         notes[0]["issue"][0]["diagnostics"]
             .as_str()
             .unwrap()
-            .contains("bodysite")
+            .contains("_sort")
     );
     assert_eq!(entries(&bundle, "match").len(), 1);
     let (status, outcome) = seen
         .get_with(
             &server,
-            "/fhir/ImagingStudy?bodysite=chest",
+            "/fhir/ImagingStudy?_sort=-started",
             &[("prefer", "handling=strict")],
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(outcome["resourceType"], "OperationOutcome");
+    // A filter this server does not have is refused, never ignored: ignoring
+    // `patient=` would hand the chart every patient's studies.
+    for query in [
+        "patient=Patient/123",
+        "bodysite=chest",
+        "subject=Patient/1",
+        "series=1.2.3",
+    ] {
+        let (status, outcome) = seen
+            .get(&server, &format!("/fhir/ImagingStudy?{query}"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(
+            outcome["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains("not supported"),
+            "{query}"
+        );
+    }
 
     // Bad values are always refused, each with its reason.
     for (query, says) in [
