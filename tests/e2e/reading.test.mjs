@@ -69,11 +69,20 @@ async function box(page, selector) {
 
 test('a chest X-ray opens: preview first, then the full 16-bit frame', async ({ page, context }) => {
   const study = await DX_CHEST();
-  // Hold the full frames back until a preview is on screen (at most 30 s: a
-  // debug-build server renders previews slowly), so the order is certain, and
-  // record every state each viewport goes through.
+  // Hold the full frames back until a preview is on screen (at most 70 s: a
+  // debug-build server beside the rest of the suite on two cores, on S3,
+  // renders a windowed preview slowly), so the order is certain, and record
+  // every state each viewport goes through and how each preview request ended.
+  const previews = [];
+  const started = Date.now();
+  page.on('response', (r) => {
+    if (r.url().includes('/rendered')) previews.push(`${r.status()} at ${Date.now() - started} ms`);
+  });
+  page.on('requestfailed', (r) => {
+    if (r.url().includes('/rendered')) previews.push(`failed: ${r.failure()?.errorText}`);
+  });
   await context.route(/\/frames\/1$/, async (route) => {
-    const deadline = Date.now() + 30000;
+    const deadline = Date.now() + 70000;
     while (Date.now() < deadline) {
       const seen = await page.evaluate(() => (window.__states || []).some((s) => s.endsWith(':preview'))).catch(() => false);
       if (seen) break;
@@ -90,7 +99,7 @@ test('a chest X-ray opens: preview first, then the full 16-bit frame', async ({ 
   await open(page, study);
   await allFull(page);
   const states = await page.evaluate(() => window.__states.filter((s) => s.startsWith('left:')));
-  expect(states.indexOf('left:preview')).toBeGreaterThan(-1, `states: ${states}`);
+  expect(states.indexOf('left:preview')).toBeGreaterThan(-1, `states: ${states}; previews: ${previews}`);
   expect(states.indexOf('left:full')).toBeGreaterThan(states.indexOf('left:preview'), `states: ${states}`);
   const vps = await page.locator('.rv-vp[data-sop]').count();
   expect(vps).toBe(2); // PA and lateral, two series: 1×2
