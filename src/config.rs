@@ -774,9 +774,24 @@ mod tests {
                 audit_export: Some("http://collector".into()),
                 ..Default::default()
             },
+            Settings {
+                webhook: vec!["ftp://ehr/hook".into()],
+                ..Default::default()
+            },
+            Settings {
+                webhook: vec!["not a url".into()],
+                ..Default::default()
+            },
         ] {
             assert!(bad.resolve().is_err());
         }
+        let hooks = Settings {
+            webhook: vec!["https://ehr.hospital.kz/hook".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(hooks.webhooks, ["https://ehr.hospital.kz/hook"]);
         // Beyond loopback: HTTP needs --auth or --insecure; DICOM (plain or
         // TLS) needs an allow-list.
         let exposed = |f: fn(&mut Settings)| {

@@ -76,11 +76,8 @@ struct Deliverer {
     holder: String,
 }
 
-/// Why a delivery stopped short.
-enum Stop {
-    /// Another deliverer holds the URL now.
-    LeaseLost,
-}
+/// A delivery stopped short: another deliverer holds the URL now.
+struct LeaseLost;
 
 fn lease_ms() -> i64 {
     LEASE.as_millis() as i64
@@ -129,7 +126,7 @@ impl Deliverer {
             }
             let feed_id = self.feed.feed_id().await.ok().flatten().unwrap_or_default();
             for change in &batch {
-                if let Err(Stop::LeaseLost) = self.deliver(change, &feed_id).await {
+                if let Err(LeaseLost) = self.deliver(change, &feed_id).await {
                     break;
                 }
                 match self
@@ -152,7 +149,7 @@ impl Deliverer {
 
     /// Sends one entry until the receiver acknowledges it, keeping the lease
     /// while it retries.
-    async fn deliver(&self, change: &Change, feed_id: &str) -> Result<(), Stop> {
+    async fn deliver(&self, change: &Change, feed_id: &str) -> Result<(), LeaseLost> {
         let body = match serde_json::to_vec(change) {
             Ok(body) => body,
             Err(e) => {
@@ -200,7 +197,7 @@ impl Deliverer {
                     .await
                 {
                     Ok(Some(_)) => {}
-                    Ok(None) => return Err(Stop::LeaseLost),
+                    Ok(None) => return Err(LeaseLost),
                     // The database is away: keep trying the receiver; the
                     // cursor write after delivery tells whether we still hold it.
                     Err(e) => {

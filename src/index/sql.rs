@@ -553,19 +553,17 @@ where
         tx: &mut Transaction<'static, DB>,
         object_key: &str,
     ) -> Result<bool, IndexError> {
-        let row: Option<(String, String, String, Option<i64>)> = sqlx::query_as(
-            "SELECT study_instance_uid, series_instance_uid, sop_instance_uid, superseded_at \
-             FROM instances WHERE object_key = $1",
-        )
-        .bind(object_key)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some((study, _, _, _)) = row else {
+        // The study to lock; the row itself is read under the lock, since a
+        // writer that held it may have superseded, moved or deleted the row.
+        let study: Option<String> =
+            sqlx::query_scalar("SELECT study_instance_uid FROM instances WHERE object_key = $1")
+                .bind(object_key)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let Some(study) = study else {
             return Ok(false);
         };
         DB::lock(tx, &[format!("study:{study}")]).await?;
-        // Read again under the lock: a writer that held it may have
-        // superseded, moved or deleted the row meanwhile.
         let row: Option<(String, String, String, Option<i64>)> = sqlx::query_as(
             "SELECT study_instance_uid, series_instance_uid, sop_instance_uid, superseded_at \
              FROM instances WHERE object_key = $1",

@@ -69,6 +69,18 @@ async fn feed(server: &TestServer, since: i64, limit: u32) -> Vec<Value> {
     res.json().await.unwrap()
 }
 
+/// `GET /changefeed/latest`.
+async fn latest(server: &TestServer) -> Value {
+    let res = server
+        .client
+        .get(format!("{}/changefeed/latest", server.root))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
 /// Reads everything after `since`, page by page.
 async fn read_all(server: &TestServer, mut since: i64) -> Vec<Value> {
     let mut all = Vec::new();
@@ -175,15 +187,7 @@ async fn eight_concurrent_clients_one_order() {
     let files = instances(8, 6);
     let first = files[0][0].clone();
     let polled = poll_while(&[&server], files).await;
-    let latest: Value = server
-        .client
-        .get(format!("{}/changefeed/latest", server.root))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let latest = latest(&server).await;
     assert_eq!(latest["sequence"], 48);
     // The feed's identity, on every answer, from its first entry.
     let feed_id = latest["feed"].as_str().unwrap().to_owned();
@@ -371,15 +375,7 @@ async fn webhooks_deliver_in_order_and_retry() {
         .collect();
     // At least once, in order: 1 three times (two failures), then 2 to 5.
     assert_eq!(sequences, [1, 1, 1, 2, 3, 4, 5]);
-    let latest: Value = server
-        .client
-        .get(format!("{}/changefeed/latest", server.root))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let latest = latest(&server).await;
     for d in &got {
         assert_eq!(
             d.sequence.as_deref(),

@@ -73,6 +73,28 @@ async fn create(server: &TestServer, bearer: &str, body: Value) -> (StatusCode, 
     )
 }
 
+/// An `Authorization: Bearer` header.
+fn bearer(token: &str) -> (header::HeaderName, String) {
+    (header::AUTHORIZATION, format!("Bearer {token}"))
+}
+
+/// `GET /shares{query}` with one credential header: the JSON answer.
+async fn listed(
+    server: &TestServer,
+    query: &str,
+    credential: (header::HeaderName, String),
+) -> Value {
+    let res = server
+        .client
+        .get(format!("{}/shares{query}", server.root))
+        .header(credential.0, credential.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "GET /shares{query}");
+    res.json().await.unwrap()
+}
+
 /// Signs in: the session cookie (`name=value`).
 async fn session_of(server: &TestServer, username: &str, password: &str) -> String {
     let login = server
@@ -257,30 +279,12 @@ async fn a_link_opens_one_study_read_only() {
     );
 
     // Listing: the maker sees it, another clinician does not; neither sees a secret.
-    let list: Value = server
-        .client
-        .get(format!("{}/shares?study={study}", server.root))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = listed(&server, &format!("?study={study}"), bearer(&reader)).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["note"], "referral to the oncology centre");
     assert!(!list.to_string().contains(&secret[23..]));
     let clinician = token(&server, "ward-3", Role::Clinician).await;
-    let theirs: Value = server
-        .client
-        .get(format!("{}/shares", server.root))
-        .bearer_auth(&clinician)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs = listed(&server, "", bearer(&clinician)).await;
     assert_eq!(theirs, json!([]));
     // A user named like the maker's token is not the maker.
     server
@@ -291,16 +295,7 @@ async fn a_link_opens_one_study_read_only() {
         .await
         .unwrap();
     let namesake = session_of(&server, "dr-aliya", "another long password").await;
-    let theirs: Value = server
-        .client
-        .get(format!("{}/shares", server.root))
-        .header(header::COOKIE, &namesake)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs = listed(&server, "", (header::COOKIE, namesake)).await;
     assert_eq!(theirs, json!([]));
     // … nor revoke it.
     let res = server
@@ -431,6 +426,24 @@ async fn expired_forged_and_bad_links() {
         let (got, answer) = create(&server, &reader, body.clone()).await;
         assert_eq!(got, status, "{body}: {answer}");
     }
+    // Listing with an unknown filter; revoking a link that is not there.
+    let res = server
+        .client
+        .get(format!("{}/shares?patient=KZ-1", server.root))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.text().await.unwrap().contains("patient"));
+    let res = server
+        .client
+        .delete(format!("{}/shares/0000000000000000", server.root))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
     // An ingest-only device may not make links.
     let device = token(&server, "modality-1", Role::Ingest).await;
     let (got, _) = create(&server, &device, json!({ "study": study })).await;
