@@ -82,9 +82,12 @@ test('a chest X-ray opens: preview first, then the full 16-bit frame', async ({ 
     if (r.url().includes('/rendered')) previews.push(`failed: ${r.failure()?.errorText}`);
   });
   await context.route(/\/frames\/1$/, async (route) => {
+    // Each viewport's own preview releases its frame: the two views' previews
+    // finish at different times, and one on screen says nothing of the other.
+    const sop = decodeURIComponent(route.request().url().match(/\/instances\/([^/]+)\/frames\//)[1]);
     const deadline = Date.now() + 70000;
     while (Date.now() < deadline) {
-      const seen = await page.evaluate(() => (window.__states || []).some((s) => s.endsWith(':preview'))).catch(() => false);
+      const seen = await page.evaluate((s) => (window.__previewed || []).includes(s), sop).catch(() => false);
       if (seen) break;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -92,8 +95,14 @@ test('a chest X-ray opens: preview first, then the full 16-bit frame', async ({ 
   });
   await page.addInitScript(() => {
     window.__states = [];
+    window.__previewed = [];
     new MutationObserver((records) => {
-      for (const r of records) if (r.target.classList?.contains('rv-vp')) window.__states.push(`${r.target.dataset.position}:${r.target.dataset.state}`);
+      for (const r of records) {
+        if (!r.target.classList?.contains('rv-vp')) continue;
+        const { position, state, sop } = r.target.dataset;
+        window.__states.push(`${position}:${state}`);
+        if (state === 'preview') window.__previewed.push(sop);
+      }
     }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
   });
   await open(page, study);
