@@ -20,8 +20,8 @@ use crate::auth::Role;
 use crate::config::{Config, Settings};
 use crate::index::{ConflictPolicy, InsertOutcome};
 use crate::ingest::{self, Disposition};
-use crate::store::Store;
 use crate::store::container::{self, ContainerIndex, ContainerOptions};
+use crate::store::{ObjectInfo, Store};
 
 /// Aina: a DICOM archive with DICOMweb and a browser viewer.
 #[derive(Debug, Parser)]
@@ -827,25 +827,46 @@ async fn index_object(state: &AppState, key: &str) -> anyhow::Result<InsertOutco
 
 async fn reindex(state: AppState) -> anyhow::Result<std::process::ExitCode> {
     let objects = state.store.list_instances().await?;
-    let bar = progress(objects.len() as u64, "objects reindexed");
+    let count = objects.len();
+    let bar = progress(count as u64, "objects reindexed");
     let started = Instant::now();
     let mut failed = 0u64;
-    let mut results = futures::stream::iter(objects.iter().map(|o| {
+    // The versions of one instance (keep-both; a move to another series) go
+    // in one after another, oldest write first, so that the one stored last is
+    // the one served again, as before. (A version sent again onto local files
+    // keeps its first write's time: the key existed.)
+    let mut versions: std::collections::HashMap<String, Vec<ObjectInfo>> = Default::default();
+    for o in objects {
+        versions
+            .entry(Store::sop_of_key(&o.key).to_owned())
+            .or_default()
+            .push(o);
+    }
+    let mut results = futures::stream::iter(versions.into_values().map(|mut group| {
+        group.sort_by_key(|o| o.modified);
         let state = state.clone();
-        async move { (o.key.clone(), index_object(&state, &o.key).await) }
+        async move {
+            let mut results = Vec::with_capacity(group.len());
+            for o in group {
+                let r = index_object(&state, &o.key).await;
+                results.push((o.key, r));
+            }
+            results
+        }
     }))
     .buffer_unordered(4);
-    while let Some((key, r)) = results.next().await {
-        if let Err(e) = r {
-            failed += 1;
-            bar.suspend(|| eprintln!("cannot index {key}: {e:#}"));
+    while let Some(group) = results.next().await {
+        for (key, r) in group {
+            if let Err(e) = r {
+                failed += 1;
+                bar.suspend(|| eprintln!("cannot index {key}: {e:#}"));
+            }
+            bar.inc(1);
         }
-        bar.inc(1);
     }
     bar.finish();
     println!(
-        "reindexed {} objects ({failed} failed) in {:.1?}",
-        objects.len(),
+        "reindexed {count} objects ({failed} failed) in {:.1?}",
         Duration::from_secs_f64(started.elapsed().as_secs_f64())
     );
     Ok(if failed == 0 {

@@ -92,8 +92,9 @@ pub enum ConflictPolicy {
     Reject,
     /// Keep the stored one as a superseded version and serve the new one.
     KeepBoth,
-    /// Serve the new one and drop the stored one's index row (its object is left for
-    /// `aina verify` to list as an orphan).
+    /// Serve the new one; the stored one's row is dropped and its object
+    /// recorded as deleted (the ingest removes it; `aina verify --repair`
+    /// removes it if that failed).
     Replace,
 }
 
@@ -108,8 +109,8 @@ pub enum InsertOutcome {
     ConflictRejected { existing_sha256: String },
     /// Different bytes stored; the previous version is kept, superseded.
     ConflictKeptBoth { previous_sha256: String },
-    /// Different bytes stored; the previous version's row is gone, its object key
-    /// is returned so the caller may log it.
+    /// Different bytes stored; the previous version's row is gone and its object
+    /// recorded as deleted; its key is returned for the caller to remove it.
     ConflictReplaced { previous_object_key: String },
 }
 

@@ -257,6 +257,18 @@ where
                         .bind(cur.id)
                         .execute(&mut **tx)
                         .await?;
+                    // The replaced object is a deleted one from now on: should
+                    // the caller fail to remove it, `aina verify --repair`
+                    // removes it rather than index it again as an orphan (which
+                    // would undo the replacement).
+                    sqlx::query(
+                        "INSERT INTO deleted_objects (object_key, deleted_at) VALUES ($1, $2) \
+                         ON CONFLICT (object_key) DO NOTHING",
+                    )
+                    .bind(&cur.object_key)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
                     outcome = InsertOutcome::ConflictReplaced {
                         previous_object_key: cur.object_key,
                     };

@@ -376,6 +376,9 @@ pub(crate) async fn conflict_replace(index: &dyn Index) {
     let objects = index.objects(None, 100).await.unwrap();
     assert_eq!(objects.len(), 2);
     assert!(objects.iter().all(|(k, _)| *k != first_key));
+    // The replaced object counts as deleted: `aina verify --repair` removes it
+    // if the ingest could not, never indexes it again.
+    assert!(index.was_deleted(&first_key).await.unwrap());
 
     // Replacing with the instance filed under another series moves it: the old
     // series keeps its other instance, counts follow.

@@ -266,8 +266,13 @@ impl Ingest {
                 tracing::warn!(
                     sop_instance_uid = %record.sop_instance_uid,
                     previous_object_key,
-                    "instance replaced by different content; previous object left for aina verify"
+                    "instance replaced by different content"
                 );
+                // The index already counts it deleted: a failure here leaves a
+                // leftover that `aina verify --repair` removes.
+                if let Err(e) = self.store.delete(&previous_object_key).await {
+                    tracing::warn!(error = %e, key = previous_object_key, "replaced object not removed; a leftover for aina verify --repair");
+                }
                 Disposition::Replaced
             }
             InsertOutcome::ConflictRejected { existing_sha256 } => {

@@ -78,11 +78,12 @@ pub enum StoreError {
     },
 }
 
-/// An object's key and size, from a listing.
+/// An object's key, size and last write time, from a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    pub modified: std::time::SystemTime,
 }
 
 /// The archive's object storage.
@@ -320,6 +321,12 @@ impl Store {
         format!("studies/{study}/series/{series}/instances/{sop}/{sha256_hex}{OBJECT_SUFFIX}")
     }
 
+    /// The SOP Instance UID in a key made by [`Store::instance_key`] (the
+    /// whole key for one that is not).
+    pub fn sop_of_key(key: &str) -> &str {
+        key.rsplit('/').nth(1).unwrap_or(key)
+    }
+
     /// Writes an object if it is not there yet. An existing object under the same
     /// key has the same content (the key holds its SHA-256), so that is success.
     /// On S3, payloads of [`MULTIPART_FROM`] bytes or more go up in parts; a
@@ -450,9 +457,11 @@ impl Store {
             .list(Some(&prefix))
             .try_filter_map(|m| async move {
                 let key = m.location.to_string();
-                Ok(key
-                    .ends_with(OBJECT_SUFFIX)
-                    .then_some(ObjectInfo { key, size: m.size }))
+                Ok(key.ends_with(OBJECT_SUFFIX).then_some(ObjectInfo {
+                    key,
+                    size: m.size,
+                    modified: m.last_modified.into(),
+                }))
             })
             .try_collect()
             .await
@@ -643,12 +652,14 @@ mod tests {
         assert_eq!(store.size(&key).await.unwrap(), 11);
         let listed = store.list_instances().await.unwrap();
         assert_eq!(
-            listed,
-            vec![ObjectInfo {
-                key: key.clone(),
-                size: 11
-            }]
+            listed
+                .iter()
+                .map(|o| (o.key.as_str(), o.size))
+                .collect::<Vec<_>>(),
+            [(key.as_str(), 11)]
         );
+        let age = listed[0].modified.elapsed().unwrap_or_default();
+        assert!(age < std::time::Duration::from_secs(600), "{age:?}");
         assert!(matches!(
             store.get("studies/none.aina").await,
             Err(StoreError::NotFound { .. })

@@ -281,6 +281,17 @@ async fn same_instance_twice_is_success_and_conflicts_follow_policy() {
             .qido(&format!("/studies/{}/instances", g.study_instance_uid))
             .await;
         assert_eq!(inst.len(), 1, "{policy}");
+        // keep-both keeps the old object (a superseded version); replace removes it.
+        let objects: Vec<_> = srv
+            .store()
+            .list_instances()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.key.contains(&g.sop_instance_uid))
+            .collect();
+        let expected = if policy == "keep-both" { 2 } else { 1 };
+        assert_eq!(objects.len(), expected, "{policy}: {objects:?}");
     }
 }
 
