@@ -31,7 +31,12 @@ const ENDPOINT_ID: &str = "dicomweb";
 /// Attributes the study query must return beyond QIDO-RS's defaults.
 pub const STUDY_INCLUDE: &str = "00081030,00100021,00201206,00201208,00080201";
 /// Attributes the series query must return beyond the defaults.
-pub const SERIES_INCLUDE: &str = "0008103E,00400244,00400245";
+pub const SERIES_INCLUDE: &str = "0008103E,00400244,00400245,00180015,00200060";
+/// Attributes the instance query must return beyond the defaults: Image
+/// Laterality and View Position, which name a mammogram's view (`R CC`).
+pub const INSTANCE_INCLUDE: &str = "00200062,00185101";
+/// SNOMED CT, for body sites and laterality.
+const SCT: &str = "http://snomed.info/sct";
 
 fn value<'r>(row: &'r QidoRow, tag: &str) -> Option<&'r Vec<Value>> {
     row.get(tag)?.get("Value")?.as_array()
@@ -132,6 +137,44 @@ fn coding(system: &str, code: &str) -> Result<Coding, BuilderError> {
         .build()
 }
 
+/// Body Part Examined (0018,0015) as a series' bodySite: the SNOMED CT code
+/// PS3.16 Annex L gives for the parts the clinics' studies show most (chest:
+/// fluorography and X-ray; breast: mammography), else the DICOM term as the
+/// display alone rather than a guessed code.
+fn body_site(part: &str) -> Result<Coding, BuilderError> {
+    let code = match part {
+        "CHEST" => Some(("51185008", "Chest")),
+        "BREAST" => Some(("76752008", "Breast")),
+        _ => None,
+    };
+    match code {
+        Some((code, display)) => Coding::builder()
+            .system(SCT.to_owned())
+            .code(code.to_owned())
+            .display(display.to_owned())
+            .build(),
+        None => Coding::builder().display(part.to_owned()).build(),
+    }
+}
+
+/// A DICOM laterality (R, L, B) as FHIR's (SNOMED CT, the bodysite-laterality
+/// value set); U (unpaired) and anything else has none.
+fn laterality(value: &str) -> Option<Result<Coding, BuilderError>> {
+    let (code, display) = match value {
+        "R" => ("419465000", "Unilateral right"),
+        "L" => ("419161000", "Unilateral left"),
+        "B" => ("51440002", "Bilateral"),
+        _ => return None,
+    };
+    Some(
+        Coding::builder()
+            .system(SCT.to_owned())
+            .code(code.to_owned())
+            .display(display.to_owned())
+            .build(),
+    )
+}
+
 /// The contained endpoint: DICOMweb (WADO-RS) at `dicomweb_root`.
 fn endpoint(dicomweb_root: &str) -> Result<Endpoint, BuilderError> {
     Endpoint::builder()
@@ -223,11 +266,26 @@ pub fn imaging_study(
         if let Some(at) = started(text(s, "00400244"), text(s, "00400245"), offset.clone()) {
             one = one.started(at);
         }
-        let mut members = Vec::new();
-        for i in instances
+        if let Some(part) = text(s, "00180015") {
+            one = one.body_site(body_site(&part)?);
+        }
+        let in_series: Vec<&QidoRow> = instances
             .iter()
             .filter(|i| text(i, "0020000E").as_deref() == Some(series_uid.as_str()))
-        {
+            .collect();
+        // The series' Laterality, else its images' when they all agree (a
+        // mammography series of both breasts has none).
+        let image_sides: std::collections::BTreeSet<_> =
+            in_series.iter().map(|i| text(i, "00200062")).collect();
+        let side = text(s, "00200060").or_else(|| match image_sides.len() {
+            1 => image_sides.into_iter().next().flatten(),
+            _ => None,
+        });
+        if let Some(coding) = side.as_deref().and_then(laterality) {
+            one = one.laterality(coding?);
+        }
+        let mut members = Vec::new();
+        for i in in_series {
             let mut instance = ImagingStudySeriesInstance::builder()
                 .uid(text(i, "00080018").unwrap_or_default())
                 .sop_class(coding(
@@ -236,6 +294,14 @@ pub fn imaging_study(
                 )?);
             if let Some(n) = count(i, "00200013") {
                 instance = instance.number(n);
+            }
+            // The view as a chart lists it: `R CC`, `L MLO`, `PA`.
+            let view: Vec<String> = [text(i, "00200062"), text(i, "00185101")]
+                .into_iter()
+                .flatten()
+                .collect();
+            if !view.is_empty() {
+                instance = instance.title(view.join(" "));
             }
             members.push(Some(instance.build()?));
         }
@@ -269,6 +335,9 @@ pub fn imaging_study(
     }
     if let Some(d) = text(study, "00081030") {
         resource = resource.description(d);
+    }
+    if let Some(name) = person_name(study, "00080090") {
+        resource = resource.referrer(Reference::builder().display(name).build()?);
     }
     if !all_series.is_empty() {
         resource = resource.series(all_series);
@@ -709,6 +778,60 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         parse_search(&params, false)
+    }
+
+    fn row(v: Value) -> QidoRow {
+        v.as_object().unwrap().clone()
+    }
+
+    fn cs(v: &str) -> Value {
+        serde_json::json!({"vr": "CS", "Value": [v]})
+    }
+
+    /// Body site, laterality, view titles and referrer from the rows; a
+    /// series whose images disagree on the side has no laterality.
+    #[test]
+    fn series_sites_sides_and_views() {
+        let uid = |v: &str| serde_json::json!({"vr": "UI", "Value": [v]});
+        let study = row(serde_json::json!({
+            "0020000D": uid("1.2"),
+            "00080090": {"vr": "PN", "Value": [{"Alphabetic": "Ким^Виктор"}]},
+        }));
+        let series = [
+            row(
+                serde_json::json!({"0020000E": uid("1.2.1"), "00080060": cs("MG"), "00180015": cs("BREAST")}),
+            ),
+            row(
+                serde_json::json!({"0020000E": uid("1.2.2"), "00080060": cs("MG"), "00180015": cs("BREAST")}),
+            ),
+            row(
+                serde_json::json!({"0020000E": uid("1.2.3"), "00080060": cs("CR"), "00180015": cs("KNEE"), "00200060": cs("L")}),
+            ),
+        ];
+        let image = |series: &str, sop: &str, side: &str, view: &str| {
+            row(serde_json::json!({
+                "0020000E": uid(series), "00080018": uid(sop), "00080016": uid("1.2.840.10008.5.1.4.1.1.1.2"),
+                "00200062": cs(side), "00185101": cs(view),
+            }))
+        };
+        let instances = [
+            image("1.2.1", "1", "R", "CC"),
+            image("1.2.1", "2", "R", "MLO"),
+            image("1.2.2", "3", "R", "CC"),
+            image("1.2.2", "4", "L", "CC"),
+        ];
+        let r = imaging_study(&study, &series, &instances, "http://x/dicomweb").unwrap();
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["referrer"]["display"], "Ким Виктор");
+        let s = &json["series"];
+        assert_eq!(s[0]["bodySite"]["code"], "76752008");
+        assert_eq!(s[0]["laterality"]["code"], "419465000", "both images right");
+        assert_eq!(s[0]["instance"][1]["title"], "R MLO");
+        assert!(s[1].get("laterality").is_none(), "R and L: no side");
+        assert_eq!(s[1]["instance"][1]["title"], "L CC");
+        assert_eq!(s[2]["bodySite"], serde_json::json!({"display": "KNEE"}));
+        assert_eq!(s[2]["laterality"]["code"], "419161000", "the series' own");
+        assert!(s[2].get("instance").is_none());
     }
 
     #[test]

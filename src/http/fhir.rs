@@ -9,7 +9,9 @@ use fhir_model::r4b::codes::{IssueSeverity, IssueType};
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::fhir::{SERIES_INCLUDE, STUDY_INCLUDE, outcome, parse_search, searchset, text};
+use crate::fhir::{
+    INSTANCE_INCLUDE, SERIES_INCLUDE, STUDY_INCLUDE, outcome, parse_search, searchset, text,
+};
 use crate::index::{QidoRow, Scope};
 use aina_dicomweb::qido::{QueryLevel, parse_query};
 
@@ -165,7 +167,10 @@ async fn study_resource(
             state,
             QueryLevel::Instance,
             &scope,
-            &format!("limit={INSTANCE_PAGE}&offset={}", instances.len()),
+            &format!(
+                "includefield={INSTANCE_INCLUDE}&limit={INSTANCE_PAGE}&offset={}",
+                instances.len()
+            ),
             INSTANCE_PAGE,
         )
         .await?;

@@ -153,6 +153,49 @@ async fn read_and_search_imaging_studies() {
         .collect();
     let expected: BTreeSet<String> = files.iter().map(|g| g.sop_instance_uid.clone()).collect();
     assert_eq!(listed, expected);
+    // Each image titled by its view as the file names it (`R CC`), each
+    // series' body site coded from Body Part Examined.
+    for g in files.iter() {
+        let attr = |name: &str| {
+            dicom_object::OpenFileOptions::new()
+                .from_reader(g.bytes.as_slice())
+                .unwrap()
+                .element_by_name(name)
+                .ok()
+                .and_then(|e| e.to_str().ok())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let series = resource["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["uid"] == g.series_instance_uid.as_str())
+            .unwrap();
+        let instance = series["instance"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["uid"] == g.sop_instance_uid.as_str())
+            .unwrap();
+        let view: Vec<String> = [attr("ImageLaterality"), attr("ViewPosition")]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert!(!view.is_empty(), "the sample's images name their view");
+        assert_eq!(instance["title"], view.join(" "), "{instance}");
+        let site = match attr("BodyPartExamined").as_deref() {
+            Some("BREAST") => "76752008",
+            Some("CHEST") => "51185008",
+            other => panic!("the sample's studies are chests and breasts: {other:?}"),
+        };
+        assert_eq!(series["bodySite"]["system"], "http://snomed.info/sct");
+        assert_eq!(series["bodySite"]["code"], site);
+    }
+    assert!(
+        resource["referrer"]["display"].as_str().is_some(),
+        "{resource}"
+    );
     let modality = &resource["series"][0]["modality"];
     assert_eq!(
         modality["system"],
