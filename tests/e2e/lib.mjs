@@ -108,6 +108,19 @@ export async function until(page, fn, arg, timeout = 20_000) {
   return (await page.waitForFunction(fn, arg, { timeout })).jsonValue();
 }
 
+/**
+ * Waits until the page's committed URL satisfies `pred`, by polling
+ * page.url(): unlike page.waitForURL it does not fail when a navigation on
+ * the way is aborted by the next one (a page that leaves by itself).
+ */
+export async function untilURL(page, pred, timeout = 20_000) {
+  const deadline = Date.now() + timeout;
+  while (!pred(new URL(page.url()))) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for the URL; at ${page.url()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** expect(actual).toBe(…) and friends, failing with node:assert's messages. */
 export function expect(actual) {
   return {
