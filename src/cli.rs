@@ -724,7 +724,7 @@ async fn verify(state: AppState, repair: bool) -> anyhow::Result<std::process::E
     }
     bar.finish_and_clear();
     let mut orphans = Vec::new();
-    // Objects of deleted instances that the delete could not remove: not
+    // Objects of deleted or replaced versions that were not removed: not
     // orphans to index again, leftovers to remove.
     let mut leftovers = Vec::new();
     for o in state.store.list_instances().await? {
@@ -769,8 +769,9 @@ async fn verify(state: AppState, repair: bool) -> anyhow::Result<std::process::E
     }
     let mut failed = 0;
     for o in &leftovers {
-        match state.store.delete(&o.key).await {
-            Ok(()) => println!("repaired: removed the deleted instance's object {}", o.key),
+        match ingest::remove_deleted_object(&*state.index, &state.store, &o.key).await {
+            Ok(true) => println!("repaired: removed the deleted instance's object {}", o.key),
+            Ok(false) => println!("kept {}: its instance was stored again", o.key),
             Err(e) => {
                 failed += 1;
                 println!("cannot remove {}: {e:#}", o.key);

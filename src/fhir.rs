@@ -35,6 +35,17 @@ pub const SERIES_INCLUDE: &str = "0008103E,00400244,00400245,00180015,00200060";
 /// Attributes the instance query must return beyond the defaults: Image
 /// Laterality and View Position, which name a mammogram's view (`R CC`).
 pub const INSTANCE_INCLUDE: &str = "00200062,00185101";
+/// Modalities whose images are projections named by their view (mammography,
+/// radiography, intra-oral, panoramic): their instances get a title.
+const PROJECTION: [&str; 6] = ["MG", "CR", "DX", "RG", "IO", "PX"];
+
+/// Whether a study's instances are read with their views
+/// ([`INSTANCE_INCLUDE`]): when every modality in it is a projection one.
+pub fn views_worth_reading(study: &QidoRow) -> bool {
+    let modalities = texts(study, "00080061");
+    !modalities.is_empty() && modalities.iter().all(|m| PROJECTION.contains(&m.as_str()))
+}
+
 /// SNOMED CT, for body sites and laterality.
 const SCT: &str = "http://snomed.info/sct";
 
@@ -142,7 +153,7 @@ fn coding(system: &str, code: &str) -> Result<Coding, BuilderError> {
 /// fluorography and X-ray; breast: mammography), else the DICOM term as the
 /// display alone rather than a guessed code.
 fn body_site(part: &str) -> Result<Coding, BuilderError> {
-    let code = match part {
+    let code = match part.to_ascii_uppercase().as_str() {
         "CHEST" => Some(("51185008", "Chest")),
         "BREAST" => Some(("76752008", "Breast")),
         _ => None,
@@ -277,11 +288,12 @@ pub fn imaging_study(
         // mammography series of both breasts has none).
         let image_sides: std::collections::BTreeSet<_> =
             in_series.iter().map(|i| text(i, "00200062")).collect();
-        let side = text(s, "00200060").or_else(|| match image_sides.len() {
+        let series_side = text(s, "00200060").and_then(|v| laterality(&v));
+        let image_side = match image_sides.len() {
             1 => image_sides.into_iter().next().flatten(),
             _ => None,
-        });
-        if let Some(coding) = side.as_deref().and_then(laterality) {
+        };
+        if let Some(coding) = series_side.or_else(|| image_side.as_deref().and_then(laterality)) {
             one = one.laterality(coding?);
         }
         let mut members = Vec::new();
@@ -295,11 +307,15 @@ pub fn imaging_study(
             if let Some(n) = count(i, "00200013") {
                 instance = instance.number(n);
             }
-            // The view as a chart lists it: `R CC`, `L MLO`, `PA`.
-            let view: Vec<String> = [text(i, "00200062"), text(i, "00185101")]
-                .into_iter()
-                .flatten()
-                .collect();
+            // The view as a chart lists it: `R CC`, `L MLO`, `PA` (U, an
+            // unpaired part, says nothing there).
+            let view: Vec<String> = [
+                text(i, "00200062").filter(|side| side != "U"),
+                text(i, "00185101"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             if !view.is_empty() {
                 instance = instance.title(view.join(" "));
             }
@@ -819,6 +835,7 @@ mod tests {
             image("1.2.1", "2", "R", "MLO"),
             image("1.2.2", "3", "R", "CC"),
             image("1.2.2", "4", "L", "CC"),
+            image("1.2.3", "5", "U", "AP"),
         ];
         let r = imaging_study(&study, &series, &instances, "http://x/dicomweb").unwrap();
         let json = serde_json::to_value(&r).unwrap();
@@ -831,7 +848,16 @@ mod tests {
         assert_eq!(s[1]["instance"][1]["title"], "L CC");
         assert_eq!(s[2]["bodySite"], serde_json::json!({"display": "KNEE"}));
         assert_eq!(s[2]["laterality"]["code"], "419161000", "the series' own");
-        assert!(s[2].get("instance").is_none());
+        assert_eq!(s[2]["instance"][0]["title"], "AP", "U says nothing");
+
+        // Views are read for projection studies only (a CT's instances
+        // would each bring their whole stored metadata).
+        let modalities =
+            |m: &[&str]| row(serde_json::json!({"00080061": {"vr": "CS", "Value": m}}));
+        assert!(views_worth_reading(&modalities(&["MG"])));
+        assert!(views_worth_reading(&modalities(&["CR", "DX"])));
+        assert!(!views_worth_reading(&modalities(&["CT", "DX"])));
+        assert!(!views_worth_reading(&modalities(&[])));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! route table says so). The index rows go first, in one transaction, so no
 //! row ever points at a missing object; then the objects, their derived
 //! previews and thumbnails, and what the render cache holds of them. An
-//! object that cannot be removed is left as an orphan, logged, for
-//! `aina verify` to list: the delete has happened.
+//! object that cannot be removed is left behind, logged, for `aina verify
+//! --repair` to remove: the delete has happened. One whose instance was
+//! stored again while the removals ran is kept.
 //!
 //! Success is `204 No Content`, as dcm4chee-arc answers its
 //! `DELETE …/rs/studies/{study}`; nothing stored under the path is `404`.
@@ -18,6 +19,7 @@ use super::error::ApiError;
 use super::wado::scope;
 use crate::app::AppState;
 use crate::index::Scope;
+use crate::ingest::remove_deleted_object;
 
 /// `DELETE /dicomweb/studies/{study}`
 pub async fn delete_study(
@@ -89,12 +91,23 @@ async fn delete(state: AppState, scope: Scope) -> Result<Response, ApiError> {
 }
 
 /// Removes one deleted instance version's object and derived objects; how
-/// many of the two removals failed (logged, by key or SHA-256 only).
+/// many of the two removals failed (logged, by key or SHA-256 only). A
+/// version stored again meanwhile keeps both.
 async fn remove_objects(state: AppState, key: String, sha256: String) -> usize {
     let mut left = 0;
-    if let Err(e) = state.store.delete(&key).await {
-        left += 1;
-        tracing::warn!(key, error = %e, "deleted instance's object not removed; an orphan for `aina verify`");
+    match remove_deleted_object(&*state.index, &state.store, &key).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(
+                key,
+                "deleted instance stored again meanwhile; its object kept"
+            );
+            return 0;
+        }
+        Err(e) => {
+            left += 1;
+            tracing::warn!(key, error = %e, "deleted instance's object not removed; a leftover for `aina verify --repair`");
+        }
     }
     if let Err(e) = state.render.delete_derived(&sha256).await {
         left += 1;

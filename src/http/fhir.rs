@@ -161,16 +161,21 @@ async fn study_resource(
         1000,
     )
     .await?;
+    // Asking for attributes beyond the defaults reads each instance's stored
+    // metadata: worth it for projection images (a mammogram's view, `R CC`),
+    // small single frames; not for a CT's thousand slices.
+    let include = if crate::fhir::views_worth_reading(study) {
+        format!("includefield={INSTANCE_INCLUDE}&")
+    } else {
+        String::new()
+    };
     let mut instances = Vec::new();
     loop {
         let page = qido(
             state,
             QueryLevel::Instance,
             &scope,
-            &format!(
-                "includefield={INSTANCE_INCLUDE}&limit={INSTANCE_PAGE}&offset={}",
-                instances.len()
-            ),
+            &format!("{include}limit={INSTANCE_PAGE}&offset={}", instances.len()),
             INSTANCE_PAGE,
         )
         .await?;

@@ -139,6 +139,36 @@ pub struct Accepted {
     pub warning: Option<String>,
 }
 
+/// Why a deleted version's object could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    #[error(transparent)]
+    Index(IndexError),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// Removes the object of a deleted or replaced instance version, unless that
+/// version has been stored again since (its key is then no longer recorded as
+/// deleted): a clean-up running late — a large study's delete on S3 takes
+/// minutes — must not take away what a modality has just sent again. Whether
+/// it removed the object.
+///
+/// What this cannot close: a store of the same version whose object write
+/// lands between the check and the removal, and whose index row commits after
+/// it; its row then points at nothing, and `aina verify` reports it missing.
+pub async fn remove_deleted_object(
+    index: &dyn Index,
+    store: &Store,
+    key: &str,
+) -> Result<bool, RemoveError> {
+    if !index.was_deleted(key).await.map_err(RemoveError::Index)? {
+        return Ok(false);
+    }
+    store.delete(key).await.map_err(RemoveError::Store)?;
+    Ok(true)
+}
+
 /// The ingest service shared by every entry point.
 #[derive(Clone)]
 pub struct Ingest {
@@ -270,7 +300,9 @@ impl Ingest {
                 );
                 // The index already counts it deleted: a failure here leaves a
                 // leftover that `aina verify --repair` removes.
-                if let Err(e) = self.store.delete(&previous_object_key).await {
+                if let Err(e) =
+                    remove_deleted_object(&*self.index, &self.store, &previous_object_key).await
+                {
                     tracing::warn!(error = %e, key = previous_object_key, "replaced object not removed; a leftover for aina verify --repair");
                 }
                 Disposition::Replaced

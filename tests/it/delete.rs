@@ -278,3 +278,57 @@ async fn delete_one_series_of_two() {
     assert_eq!(got.len(), 1);
     assert_eq!(sha256(&got[0]), sha256(&kept.bytes));
 }
+
+/// The objects of a delete go only while still deleted: the same instance
+/// stored again before a (late) clean-up keeps its object and is served.
+#[tokio::test]
+async fn a_late_clean_up_keeps_what_was_stored_again() {
+    let server = start().await;
+    let again = &sample()[0];
+    let gone = sample()
+        .iter()
+        .find(|g| g.study_instance_uid != again.study_instance_uid)
+        .unwrap();
+    let (status, _) = server.stow(&[&again.bytes, &gone.bytes]).await;
+    assert_eq!(status, StatusCode::OK);
+    let state = &server.server.state;
+    let mut deleted = Vec::new();
+    for g in [again, gone] {
+        // The rows only, as a delete does first; its removals "run late".
+        let d = state
+            .index
+            .delete(&aina::index::Scope {
+                study: Some(g.study_instance_uid.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(d.objects.len(), 1);
+        deleted.push(d.objects[0].0.clone());
+    }
+    let (status, _) = server.stow(&[&again.bytes]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let remove = |key: String| async move {
+        aina::ingest::remove_deleted_object(&*state.index, &state.store, &key)
+            .await
+            .unwrap()
+    };
+    assert!(!remove(deleted[0].clone()).await, "stored again: kept");
+    assert!(remove(deleted[1].clone()).await, "still deleted: removed");
+    let left: Vec<String> = server
+        .store()
+        .list_instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left, [deleted[0].clone()]);
+    let path = format!(
+        "/studies/{}/series/{}/instances/{}",
+        again.study_instance_uid, again.series_instance_uid, again.sop_instance_uid
+    );
+    let parts = server.retrieve_original(&path).await;
+    assert_eq!(sha256(&parts[0]), sha256(&again.bytes));
+}
