@@ -16,10 +16,7 @@ pub(crate) mod tests;
 
 use aina_dicomweb::qido::QidoQuery;
 use async_trait::async_trait;
-use futures::future::BoxFuture;
 use serde_json::{Map, Value};
-
-use crate::store::StoreError;
 
 /// Study-level attributes of an ingested instance (Patient and General Study modules).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -117,24 +114,6 @@ pub enum InsertOutcome {
     ConflictReplaced { previous_object_key: String },
 }
 
-/// What [`Index::insert_instance_noting`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Insertion {
-    pub outcome: InsertOutcome,
-    /// The object had been recorded as deleted (this version was deleted or
-    /// replaced before, and is stored again).
-    pub object_was_deleted: bool,
-}
-
-/// Why a deleted version's object could not be removed.
-#[derive(Debug, thiserror::Error)]
-pub enum RemoveError {
-    #[error(transparent)]
-    Index(#[from] IndexError),
-    #[error(transparent)]
-    Store(StoreError),
-}
-
 /// The scope of a nested QIDO-RS or WADO-RS request (`/studies/{s}/series/{se}/…`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
@@ -216,19 +195,7 @@ pub trait Index: Send + Sync + 'static {
         &self,
         record: &InstanceRecord,
         policy: ConflictPolicy,
-    ) -> Result<InsertOutcome, IndexError> {
-        Ok(self.insert_instance_noting(record, policy).await?.outcome)
-    }
-
-    /// [`Index::insert_instance`], also saying whether this version's object
-    /// was recorded as deleted until now (stored again after a delete or a
-    /// replacement): its removal may have run after the caller wrote the
-    /// object, so the caller writes it again.
-    async fn insert_instance_noting(
-        &self,
-        record: &InstanceRecord,
-        policy: ConflictPolicy,
-    ) -> Result<Insertion, IndexError>;
+    ) -> Result<InsertOutcome, IndexError>;
 
     /// Inserts many instances in one transaction (bulk loads, benchmarks):
     /// the outcomes in order. A failure rolls the whole batch back.
@@ -276,17 +243,6 @@ pub trait Index: Send + Sync + 'static {
     /// stored again): `aina verify` removes such leftovers instead of
     /// indexing them as orphans.
     async fn was_deleted(&self, object_key: &str) -> Result<bool, IndexError>;
-
-    /// Runs `remove` (the removal of this object from the store) if the
-    /// object is still recorded as deleted, holding the lock a store of its
-    /// instance takes: a store of the same version either commits first (and
-    /// the object stays) or waits, and then writes its object again (see
-    /// [`Insertion::object_was_deleted`]). Whether it ran.
-    async fn remove_deleted_object(
-        &self,
-        object_key: &str,
-        remove: BoxFuture<'_, Result<(), StoreError>>,
-    ) -> Result<bool, RemoveError>;
 
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<(), IndexError>;

@@ -23,13 +23,11 @@ use super::query::{
     fill_json,
 };
 use super::{
-    ConflictPolicy, Deleted, Index, IndexError, InsertOutcome, Insertion, InstanceRecord,
-    RemoveError, Scope, SearchOutcome, StoredInstance,
+    ConflictPolicy, Deleted, Index, IndexError, InsertOutcome, InstanceRecord, Scope,
+    SearchOutcome, StoredInstance,
 };
 use crate::feed::ChangeKind;
-use crate::store::{Store, StoreError};
 use aina_dicomweb::qido::{QidoQuery, QueryLevel};
-use futures::future::BoxFuture;
 
 /// What one SQL dialect does its own way.
 pub trait Dialect: Database {
@@ -170,7 +168,7 @@ where
         tx: &mut Transaction<'static, DB>,
         record: &InstanceRecord,
         policy: ConflictPolicy,
-    ) -> Result<(Insertion, Vec<NewChange>), IndexError> {
+    ) -> Result<(InsertOutcome, Vec<NewChange>), IndexError> {
         let size_bytes = to_i64("size", record.size_bytes)?;
         let stored_bytes = to_i64("stored size", record.stored_bytes)?;
         let now = now_ms();
@@ -187,17 +185,10 @@ where
         .await?;
 
         // Stored again after a delete: no longer a deleted object.
-        let was: Option<String> = sqlx::query_scalar(
-            "DELETE FROM deleted_objects WHERE object_key = $1 RETURNING object_key",
-        )
-        .bind(&record.object_key)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let object_was_deleted = was.is_some();
-        let done = |outcome| Insertion {
-            outcome,
-            object_was_deleted,
-        };
+        sqlx::query("DELETE FROM deleted_objects WHERE object_key = $1")
+            .bind(&record.object_key)
+            .execute(&mut **tx)
+            .await?;
         let current = sqlx::query(
             "SELECT id, sha256, study_instance_uid, series_instance_uid, object_key \
              FROM instances WHERE sop_instance_uid = $1 AND superseded_at IS NULL",
@@ -240,14 +231,14 @@ where
                 && cur.study == record.study_instance_uid
                 && cur.series == record.series_instance_uid
             {
-                return Ok((done(InsertOutcome::AlreadyPresent), Vec::new()));
+                return Ok((InsertOutcome::AlreadyPresent, Vec::new()));
             }
             match policy {
                 ConflictPolicy::Reject => {
                     return Ok((
-                        done(InsertOutcome::ConflictRejected {
+                        InsertOutcome::ConflictRejected {
                             existing_sha256: cur.sha256,
-                        }),
+                        },
                         Vec::new(),
                     ));
                 }
@@ -370,7 +361,7 @@ where
                 patient_id,
             }),
         }
-        Ok((done(outcome), changes))
+        Ok((outcome, changes))
     }
 
     /// Inserts the study row or, if it exists, fills its absent columns and
@@ -810,15 +801,15 @@ where
     Option<String>: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     Option<i64>: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
 {
-    async fn insert_instance_noting(
+    async fn insert_instance(
         &self,
         record: &InstanceRecord,
         policy: ConflictPolicy,
-    ) -> Result<Insertion, IndexError> {
+    ) -> Result<InsertOutcome, IndexError> {
         write_tx!(self, tx => async {
-            let (insertion, changes) = Self::insert(&mut tx, record, policy).await?;
+            let (outcome, changes) = Self::insert(&mut tx, record, policy).await?;
             Self::append_changes(&mut tx, &changes).await?;
-            Ok(insertion)
+            Ok(outcome)
         })
     }
 
@@ -831,9 +822,9 @@ where
             let mut outcomes = Vec::with_capacity(records.len());
             let mut changes = Vec::new();
             for record in records {
-                let (insertion, changed) = Self::insert(&mut tx, record, policy).await?;
+                let (outcome, changed) = Self::insert(&mut tx, record, policy).await?;
                 changes.extend(changed);
-                outcomes.push(insertion.outcome);
+                outcomes.push(outcome);
             }
             Self::append_changes(&mut tx, &changes).await?;
             Ok(outcomes)
@@ -916,34 +907,6 @@ where
                 .fetch_optional(&self.reader)
                 .await?;
         Ok(found.is_some())
-    }
-
-    async fn remove_deleted_object(
-        &self,
-        object_key: &str,
-        remove: BoxFuture<'_, Result<(), StoreError>>,
-    ) -> Result<bool, RemoveError> {
-        let mut tx = DB::begin_write(&self.writer)
-            .await
-            .map_err(IndexError::from)?;
-        let sop = Store::sop_of_key(object_key);
-        DB::lock(&mut tx, &[format!("sop:{sop}")])
-            .await
-            .map_err(IndexError::from)?;
-        let still: Option<String> =
-            sqlx::query_scalar("SELECT object_key FROM deleted_objects WHERE object_key = $1")
-                .bind(object_key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(IndexError::from)?;
-        if still.is_none() {
-            tx.rollback().await.map_err(IndexError::from)?;
-            return Ok(false);
-        }
-        remove.await.map_err(RemoveError::Store)?;
-        // Nothing was written: ending the transaction releases the lock.
-        tx.rollback().await.map_err(IndexError::from)?;
-        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), IndexError> {

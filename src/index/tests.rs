@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 
 use super::query::tag_key;
 use super::{
-    ConflictPolicy, Deleted, Index, InsertOutcome, Insertion, InstanceRecord, QidoRow, Scope,
-    SearchOutcome, SeriesAttrs, StudyAttrs,
+    ConflictPolicy, Deleted, Index, InsertOutcome, InstanceRecord, QidoRow, Scope, SearchOutcome,
+    SeriesAttrs, StudyAttrs,
 };
 
 // ---- building records and queries ----
@@ -1124,38 +1124,16 @@ pub(crate) async fn delete_scopes(index: &dyn Index) {
         Deleted::default(),
         "deleting again finds nothing"
     );
-    // A deleted object is removed (the removal runs) while still deleted.
-    let key = "1/1.1/1.1.1/sha-1.1.1";
-    let ran = std::sync::atomic::AtomicUsize::new(0);
-    let removal = || {
-        Box::pin(async {
-            ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        })
-    };
-    assert!(index.remove_deleted_object(key, removal()).await.unwrap());
-    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
-    // Stored again after a delete: a new instance, whose insert says its
-    // object had been deleted (the caller writes it again).
+    // Stored again after a delete: a new instance.
     assert_eq!(
         index
-            .insert_instance_noting(&finish(rec("1", "1.1", "1.1.1")), ConflictPolicy::Reject)
+            .insert_instance(&finish(rec("1", "1.1", "1.1.1")), ConflictPolicy::Reject)
             .await
             .unwrap(),
-        Insertion {
-            outcome: InsertOutcome::Inserted,
-            object_was_deleted: true
-        }
+        InsertOutcome::Inserted
     );
-    // Stored again, its object is no longer a deleted one: not removed.
-    assert!(!index.was_deleted(key).await.unwrap());
-    assert!(!index.remove_deleted_object(key, removal()).await.unwrap());
-    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let again = index
-        .insert_instance_noting(&finish(rec("1", "1.1", "1.1.1")), ConflictPolicy::Reject)
-        .await
-        .unwrap();
-    assert!(!again.object_was_deleted);
+    // Stored again, its object is no longer a deleted one.
+    assert!(!index.was_deleted("1/1.1/1.1.1/sha-1.1.1").await.unwrap());
 }
 
 /// Generates one `#[tokio::test]` per suite function; `$open` is an async

@@ -24,8 +24,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::index::{
-    ConflictPolicy, Index, IndexError, InsertOutcome, Insertion, InstanceRecord, RemoveError,
-    Scope, SeriesAttrs, StudyAttrs,
+    ConflictPolicy, Index, IndexError, InsertOutcome, InstanceRecord, Scope, SeriesAttrs,
+    StudyAttrs,
 };
 use crate::store::container::{self, ContainerError, ContainerOptions};
 use crate::store::{Store, StoreError};
@@ -139,20 +139,34 @@ pub struct Accepted {
     pub warning: Option<String>,
 }
 
+/// Why a deleted version's object could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    #[error(transparent)]
+    Index(IndexError),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
 /// Removes the object of a deleted or replaced instance version, unless that
 /// version has been stored again since (its key is then no longer recorded as
 /// deleted): a clean-up running late — a large study's delete on S3 takes
-/// minutes — must not take away what a modality has just sent again. The
-/// check and the removal hold the instance's lock (see
-/// [`Index::remove_deleted_object`]). Whether it removed the object.
+/// minutes — must not take away what a modality has just sent again. Whether
+/// it removed the object.
+///
+/// What this cannot close: a store of the same version whose object write
+/// lands between the check and the removal, and whose index row commits after
+/// it; its row then points at nothing, and `aina verify` reports it missing.
 pub async fn remove_deleted_object(
     index: &dyn Index,
     store: &Store,
     key: &str,
 ) -> Result<bool, RemoveError> {
-    index
-        .remove_deleted_object(key, Box::pin(store.delete(key)))
-        .await
+    if !index.was_deleted(key).await.map_err(RemoveError::Index)? {
+        return Ok(false);
+    }
+    store.delete(key).await.map_err(RemoveError::Store)?;
+    Ok(true)
 }
 
 /// The ingest service shared by every entry point.
@@ -262,30 +276,14 @@ impl Ingest {
             error: Box::new(error),
         };
         self.store
-            .put(&record.object_key, object.clone())
+            .put(&record.object_key, object)
             .await
             .map_err(|e| refused(IngestError::Store(e)))?;
-        let Insertion {
-            outcome,
-            object_was_deleted,
-        } = self
+        let outcome = self
             .index
-            .insert_instance_noting(&record, self.policy)
+            .insert_instance(&record, self.policy)
             .await
             .map_err(|e| refused(IngestError::Index(e)))?;
-        if object_was_deleted {
-            // This version had been deleted or replaced: a removal of its
-            // object may have run after the write above (it checks under the
-            // lock this insert held, so none runs from now on). Written again,
-            // unless it is still there.
-            self.store
-                .put(&record.object_key, object)
-                .await
-                .map_err(|e| {
-                    tracing::error!(key = record.object_key, error = %e, "an instance stored again may have lost its object; aina verify says");
-                    refused(IngestError::Store(e))
-                })?;
-        }
         let disposition = match outcome {
             InsertOutcome::Inserted => Disposition::Stored,
             InsertOutcome::AlreadyPresent => Disposition::AlreadyStored,
