@@ -286,16 +286,7 @@ fn verify_removes_what_a_delete_left_behind() {
         let srv = start_on(data.clone()).await;
         let (status, _) = srv.stow(&[g.bytes.as_slice()]).await;
         assert!(status.is_success());
-        let deleted = srv
-            .server
-            .state
-            .index
-            .delete(&aina::index::Scope {
-                study: Some(g.study_instance_uid.clone()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let deleted = srv.delete_rows(&g.study_instance_uid).await;
         assert_eq!(deleted.objects.len(), 1);
     });
     remove_one_leftover(&data);
@@ -330,10 +321,7 @@ fn version(g: &Generated, description: &str) -> Vec<u8> {
 fn served(rt: &tokio::runtime::Runtime, data: std::sync::Arc<Backend>, g: &Generated) -> String {
     rt.block_on(async {
         let srv = start_on(data).await;
-        let path = format!(
-            "/studies/{}/series/{}/instances/{}",
-            g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
-        );
+        let path = instance_path(g);
         let parts = srv.retrieve_original(&path).await;
         assert_eq!(parts.len(), 1);
         sha256(&parts[0])

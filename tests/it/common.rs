@@ -303,10 +303,34 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The WADO-RS path of a sample instance.
+pub fn instance_path(g: &Generated) -> String {
+    format!(
+        "/studies/{}/series/{}/instances/{}",
+        g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
+    )
+}
+
 impl TestServer {
     /// The server's object store.
     pub fn store(&self) -> &Store {
         &self.server.state.store
+    }
+
+    /// The keys of every instance object in the store.
+    pub async fn object_keys(&self) -> Vec<String> {
+        let listed = self.store().list_instances().await.unwrap();
+        listed.into_iter().map(|o| o.key).collect()
+    }
+
+    /// Deletes a study's index rows only, as a DICOMweb DELETE does first:
+    /// its objects stay, as when the removals after it fail or run late.
+    pub async fn delete_rows(&self, study: &str) -> aina::index::Deleted {
+        let scope = aina::index::Scope {
+            study: Some(study.to_owned()),
+            ..Default::default()
+        };
+        self.server.state.index.delete(&scope).await.unwrap()
     }
 
     /// STOW-RS to /studies; returns the status and the DICOM JSON response.

@@ -257,14 +257,7 @@ async fn delete_one_series_of_two() {
             .status(),
         StatusCode::NOT_FOUND
     );
-    let left: Vec<String> = server
-        .store()
-        .list_instances()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let left = server.object_keys().await;
     assert_eq!(left.len(), 1);
     assert!(left[0].contains(&kept.sop_instance_uid), "{left:?}");
     assert_eq!(del().await, StatusCode::NOT_FOUND, "already gone");
@@ -294,15 +287,8 @@ async fn a_late_clean_up_keeps_what_was_stored_again() {
     let state = &server.server.state;
     let mut deleted = Vec::new();
     for g in [again, gone] {
-        // The rows only, as a delete does first; its removals "run late".
-        let d = state
-            .index
-            .delete(&aina::index::Scope {
-                study: Some(g.study_instance_uid.clone()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        // The rows only; the removals "run late".
+        let d = server.delete_rows(&g.study_instance_uid).await;
         assert_eq!(d.objects.len(), 1);
         deleted.push(d.objects[0].0.clone());
     }
@@ -316,19 +302,9 @@ async fn a_late_clean_up_keeps_what_was_stored_again() {
     };
     assert!(!remove(deleted[0].clone()).await, "stored again: kept");
     assert!(remove(deleted[1].clone()).await, "still deleted: removed");
-    let left: Vec<String> = server
-        .store()
-        .list_instances()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    let left = server.object_keys().await;
     assert_eq!(left, [deleted[0].clone()]);
-    let path = format!(
-        "/studies/{}/series/{}/instances/{}",
-        again.study_instance_uid, again.series_instance_uid, again.sop_instance_uid
-    );
+    let path = instance_path(again);
     let parts = server.retrieve_original(&path).await;
     assert_eq!(sha256(&parts[0]), sha256(&again.bytes));
 }

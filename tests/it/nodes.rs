@@ -39,10 +39,7 @@ async fn what_one_node_stores_every_node_serves() {
     let on_b = b.qido("/instances?limit=1000").await;
     assert_eq!(on_b.len(), sample().len());
     for g in sample() {
-        let path = format!(
-            "/studies/{}/series/{}/instances/{}",
-            g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
-        );
+        let path = instance_path(g);
         let parts = b.retrieve_original(&path).await;
         assert_eq!(
             sha256(&parts[0]),
@@ -54,10 +51,7 @@ async fn what_one_node_stores_every_node_serves() {
     // Images too: B renders (or serves A's stored thumbnail) from the shared
     // store, and its metadata is the same as A's.
     let mg = sample().iter().find(|g| g.modality == "MG").unwrap();
-    let path = format!(
-        "/studies/{}/series/{}/instances/{}",
-        mg.study_instance_uid, mg.series_instance_uid, mg.sop_instance_uid
-    );
+    let path = instance_path(mg);
     let res = b.get(&format!("{path}/thumbnail"), "image/jpeg").await;
     assert_eq!(res.status(), StatusCode::OK);
     image::load_from_memory(&res.bytes().await.unwrap()).unwrap();

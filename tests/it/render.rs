@@ -9,13 +9,6 @@ use reqwest::StatusCode;
 
 use crate::common::*;
 
-fn instance_path(g: &aina_sample::Generated) -> String {
-    format!(
-        "/studies/{}/series/{}/instances/{}",
-        g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
-    )
-}
-
 fn uids(file: &[u8]) -> (String, String, String) {
     let obj = dicom_object::OpenFileOptions::new()
         .from_reader(file)

@@ -79,6 +79,18 @@ fn bearer(token: &str) -> (header::HeaderName, String) {
 }
 
 /// `GET /shares{query}` with one credential header: the JSON answer.
+/// `DELETE /shares/{id}` with a bearer token: the status.
+async fn revoke(server: &TestServer, id: &str, bearer: &str) -> StatusCode {
+    let res = server
+        .client
+        .delete(format!("{}/shares/{id}", server.root))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    res.status()
+}
+
 async fn listed(
     server: &TestServer,
     query: &str,
@@ -298,14 +310,7 @@ async fn a_link_opens_one_study_read_only() {
     let theirs = listed(&server, "", (header::COOKIE, namesake)).await;
     assert_eq!(theirs, json!([]));
     // … nor revoke it.
-    let res = server
-        .client
-        .delete(format!("{}/shares/{id}", server.root))
-        .bearer_auth(&clinician)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(revoke(&server, id, &clinician).await, StatusCode::NOT_FOUND);
 
     // A session that ended in the same browser does not hide the link.
     server
@@ -333,14 +338,7 @@ async fn a_link_opens_one_study_read_only() {
     assert_eq!(res.status(), StatusCode::OK);
 
     // Revoked by its maker: refused from then on, and the link's page says so.
-    let res = server
-        .client
-        .delete(format!("{}/shares/{id}", server.root))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(revoke(&server, id, &reader).await, StatusCode::NO_CONTENT);
     let res = get(format!("{dw}/studies/{study}/metadata")).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let gone = browser().get(link).send().await.unwrap();
@@ -436,14 +434,10 @@ async fn expired_forged_and_bad_links() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert!(res.text().await.unwrap().contains("patient"));
-    let res = server
-        .client
-        .delete(format!("{}/shares/0000000000000000", server.root))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        revoke(&server, "0000000000000000", &reader).await,
+        StatusCode::NOT_FOUND
+    );
     // An ingest-only device may not make links.
     let device = token(&server, "modality-1", Role::Ingest).await;
     let (got, _) = create(&server, &device, json!({ "study": study })).await;

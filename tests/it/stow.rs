@@ -37,10 +37,7 @@ async fn stores_a_study_and_returns_it_byte_identical() {
     assert_eq!(referenced(&resp).len(), files.len());
     assert!(failed(&resp).is_empty());
     for g in sample() {
-        let path = format!(
-            "/studies/{}/series/{}/instances/{}",
-            g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
-        );
+        let path = instance_path(g);
         let parts = srv.retrieve_original(&path).await;
         assert_eq!(parts.len(), 1);
         assert_eq!(sha256(&parts[0]), sha256(&g.bytes), "{}", g.file_name);
@@ -247,10 +244,7 @@ async fn same_instance_twice_is_success_and_conflicts_follow_policy() {
     assert_eq!(status, StatusCode::CONFLICT, "{resp}");
     assert_eq!(failure_reason(&failed(&resp)[0]), 0x0111);
     assert!(resp.to_string().contains("different content"), "{resp}");
-    let path = format!(
-        "/studies/{}/series/{}/instances/{}",
-        g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
-    );
+    let path = instance_path(g);
     assert_eq!(
         sha256(&srv.retrieve_original(&path).await[0]),
         sha256(&g.bytes)
@@ -282,14 +276,8 @@ async fn same_instance_twice_is_success_and_conflicts_follow_policy() {
             .await;
         assert_eq!(inst.len(), 1, "{policy}");
         // keep-both keeps the old object (a superseded version); replace removes it.
-        let objects: Vec<_> = srv
-            .store()
-            .list_instances()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|o| o.key.contains(&g.sop_instance_uid))
-            .collect();
+        let mut objects = srv.object_keys().await;
+        objects.retain(|k| k.contains(&g.sop_instance_uid));
         let expected = if policy == "keep-both" { 2 } else { 1 };
         assert_eq!(objects.len(), expected, "{policy}: {objects:?}");
     }
@@ -470,10 +458,7 @@ async fn nul_inside_a_text_value_is_stored_and_searchable() {
     assert_eq!(rows.len(), 1);
     let rows = srv.qido("/studies?StudyDescription=ChestPA").await;
     assert_eq!(rows.len(), 1);
-    let path = format!(
-        "/studies/{}/series/{}/instances/{}",
-        g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
-    );
+    let path = instance_path(g);
     assert_eq!(
         sha256(&srv.retrieve_original(&path).await[0]),
         sha256(&bytes)

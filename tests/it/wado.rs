@@ -21,13 +21,6 @@ fn pixel_bytes(file: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-fn instance_path(g: &aina_sample::Generated) -> String {
-    format!(
-        "/studies/{}/series/{}/instances/{}",
-        g.study_instance_uid, g.series_instance_uid, g.sop_instance_uid
-    )
-}
-
 #[tokio::test]
 async fn study_and_series_retrieve_return_every_instance() {
     let srv = start().await;
